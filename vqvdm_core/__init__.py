@@ -1,0 +1,34 @@
+"""vqvdm: latent video diffusion with a 3D VQGAN, as a library of swappable components.
+
+The core defines the interfaces (:mod:`vqvdm_core.interfaces`), a registry fed by entry points
+(:mod:`vqvdm_core.registry`) and recipes (:mod:`vqvdm_core.recipe`). Components, the paper's
+defaults included, are plug-ins found through entry points.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+
+from vqvdm_core.errors import ComponentError, MissingFileError, RecipeError, UserError
+from vqvdm_core.recipe import Recipe, load_recipe
+from vqvdm_core.registry import KINDS, REGISTRY, create, load, register
+
+try:
+    __version__ = _metadata.version("vqvdm")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "KINDS",
+    "REGISTRY",
+    "ComponentError",
+    "MissingFileError",
+    "Recipe",
+    "RecipeError",
+    "UserError",
+    "__version__",
+    "create",
+    "load",
+    "load_recipe",
+    "register",
+]

@@ -1,0 +1,37 @@
+"""Errors a user can act on.
+
+Anything raised as a :class:`UserError` (a bad recipe, a missing file, an unknown component) is
+shown by the CLI as one clear message with a non-zero exit and no traceback; ``VQVDM_DEBUG=1``
+shows the traceback too.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake the user can fix; its message says what and how."""
+
+    exit_code = 1
+
+
+class RecipeError(UserError):
+    """A recipe that does not validate. ``problems`` lists every ``(path, message)`` found."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[tuple[str, str]], *, source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        lines = [f"{where}{len(problems)} problem(s) in the recipe:"] if len(problems) > 1 else []
+        lines += [f"{where if len(problems) == 1 else '  '}{path}: {msg}" if path else f"{where}{msg}"
+                  for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class ComponentError(UserError):
+    """An unknown, broken, duplicate or non-conforming component."""
+
+
+class MissingFileError(UserError):
+    """A data set, checkpoint or weight file that is not where the recipe says."""

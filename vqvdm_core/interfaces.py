@@ -1,0 +1,361 @@
+"""The typed interfaces every component implements.
+
+Conventions used throughout:
+
+* Video tensors are ``(B, C, T, H, W)`` float tensors with pixel values in ``[-1, 1]``.
+* Latents are ``(B, c, t, h, w)``; for the paper's 3D VQGAN a ``3x16x128x128`` clip becomes ``4x4x16x16``.
+* Embeddings are ``(B, D)`` where ``D`` is the denoiser's ``emb_dim``.
+* A batch is a mapping with at least ``"video"`` (B, C, T, H, W), ``"fps"`` (B,) float and
+  ``"label"`` (B,) long, where ``-1`` means "no label".
+
+Each interface is an abstract class; a plug-in subclasses it and adds a nested ``Config``
+(see :mod:`vqvdm_core.config`). The registry refuses a class that does not subclass its kind's
+interface or leaves an abstract method unimplemented.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from vqvdm_core.config import ComponentConfig, Configurable
+
+__all__ = [
+    "NO_LABEL",
+    "PredictionType",
+    "TrainStep",
+    "Trainable",
+    "VideoTokenizer",
+    "Denoiser",
+    "NoiseSchedule",
+    "Conditioner",
+    "Guidance",
+    "Metric",
+    "VideoDataset",
+    "ModelFn",
+]
+
+NO_LABEL = -1
+"""Label value of a clip that has no class (unlabelled data, or the unconditional branch)."""
+
+PredictionType = Literal["epsilon", "x0", "v"]
+
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+"""``model_fn(x_t, t) -> prediction``: the denoiser with its conditioning and guidance bound."""
+
+
+@dataclass
+class TrainStep:
+    """What one training step of a trainable component returns.
+
+    ``losses`` maps optimizer group name to the scalar that group's optimizer minimises, in the
+    order the engine steps them (a GAN returns ``{"generator": ..., "discriminator": ...}``).
+    ``logs`` holds detached scalars to record (each loss term, codebook usage, ...).
+    """
+
+    losses: dict[str, Tensor]
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Trainable(abc.ABC):
+    """Something the training engine can optimise: named parameter groups and a step function."""
+
+    @abc.abstractmethod
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per optimizer, e.g. ``{"generator": [...], "discriminator": [...]}``."""
+
+    @abc.abstractmethod
+    def training_step(self, batch: Mapping[str, Any], *, step: int) -> TrainStep:
+        """Compute every loss of one step for ``batch``; ``step`` is the global optimizer step."""
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+class VideoTokenizer(Configurable, nn.Module, Trainable):
+    """Maps video to a compact latent and back.
+
+    ``encode``: ``(B, 3, T, H, W)`` in [-1, 1] -> ``(B, c, T/ft, H/fs, W/fs)``.
+    ``decode``: any latent of that shape (a diffusion sample need not lie on a codebook) -> video.
+    """
+
+    kind: ClassVar[str] = "tokenizer"
+
+    @property
+    @abc.abstractmethod
+    def latent_channels(self) -> int:
+        """Channels ``c`` of the latent."""
+
+    @abc.abstractmethod
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(c, t, h, w)`` of the latent of a ``frames x height x width`` clip."""
+
+    @abc.abstractmethod
+    def encode(self, video: Tensor) -> Tensor:
+        """``(B, 3, T, H, W)`` -> ``(B, c, t, h, w)`` (quantized, for a VQ tokenizer)."""
+
+    @abc.abstractmethod
+    def decode(self, latent: Tensor) -> Tensor:
+        """``(B, c, t, h, w)`` -> ``(B, 3, T, H, W)`` in roughly [-1, 1]."""
+
+    @property
+    def trainable(self) -> bool:
+        """False for tokenizers with nothing to learn (``identity``): the tokenizer stage is skipped."""
+        return any(p.requires_grad for p in self.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Denoiser
+# --------------------------------------------------------------------------------------------
+
+
+class Denoiser(Configurable, nn.Module, abc.ABC):
+    """The network of the reverse process.
+
+    ``forward(x_t, t, emb)``: ``x_t`` ``(B, c, t, h, w)``, ``t`` ``(B,)`` integer time steps,
+    ``emb`` ``(B, emb_dim)`` summed condition embeddings or ``None`` -> prediction of ``x_t``'s shape.
+    The denoiser owns the time-step embedding; condition embeddings are added to it.
+    """
+
+    kind: ClassVar[str] = "denoiser"
+
+    @property
+    @abc.abstractmethod
+    def prediction_type(self) -> PredictionType:
+        """What the network predicts: ``"epsilon"`` (the paper), ``"x0"`` or ``"v"``."""
+
+    @property
+    @abc.abstractmethod
+    def emb_dim(self) -> int:
+        """Width ``D`` of the conditioning embedding ``forward`` accepts."""
+
+    @abc.abstractmethod
+    def forward(self, x_t: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
+        """Predict for ``x_t`` at time steps ``t`` given condition embedding ``emb``."""
+
+
+# --------------------------------------------------------------------------------------------
+# Noise schedule
+# --------------------------------------------------------------------------------------------
+
+
+class NoiseSchedule(Configurable, abc.ABC):
+    """The forward process and the samplers of the reverse process over any subset of time steps."""
+
+    kind: ClassVar[str] = "schedule"
+
+    @property
+    @abc.abstractmethod
+    def num_train_steps(self) -> int:
+        """Number of discrete training time steps (1000 for the paper's DDPM)."""
+
+    @abc.abstractmethod
+    def sample_timesteps(self, batch_size: int, *, device: torch.device | str,
+                         generator: torch.Generator | None = None) -> Tensor:
+        """Training time steps ``(B,)`` long in ``[0, num_train_steps)``."""
+
+    @abc.abstractmethod
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """``q(x_t | x_0)``: ``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``, broadcast over ``(B, ...)``."""
+
+    @abc.abstractmethod
+    def training_target(self, x0: Tensor, noise: Tensor, t: Tensor,
+                        prediction_type: PredictionType) -> Tensor:
+        """The regression target for a denoiser that predicts ``prediction_type``."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        model_fn: ModelFn,
+        shape: tuple[int, ...],
+        *,
+        prediction_type: PredictionType,
+        steps: int | None = None,
+        sampler: str | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        """Run the reverse process from pure noise of ``shape``; return ``x_0``.
+
+        ``steps`` respaces the chain to that many time steps (``None``: all training steps);
+        ``sampler`` picks the update rule (``"ddpm"`` ancestral, ``"ddim"``, ...; ``None``: the
+        schedule's configured default). ``progress(i, n)`` is called after each step.
+        """
+
+
+# --------------------------------------------------------------------------------------------
+# Conditioner
+# --------------------------------------------------------------------------------------------
+
+
+class Conditioner(Configurable, nn.Module, abc.ABC):
+    """Turns one batch field into an embedding that is added to the time-step embedding.
+
+    A conditioner owns its null value and the condition dropout of joint cond/uncond training.
+    ``guided`` conditioners are the ``c`` that classifier-free guidance removes in the
+    unconditional branch (the class); the others (FPS) stay in both branches (paper Eq. 7).
+    """
+
+    kind: ClassVar[str] = "conditioner"
+
+    field: ClassVar[str]
+    """The batch key this conditioner reads, e.g. ``"fps"`` or ``"label"``."""
+
+    @property
+    @abc.abstractmethod
+    def guided(self) -> bool:
+        """True if classifier-free guidance drops this condition in the unconditional branch."""
+
+    @property
+    @abc.abstractmethod
+    def dropout(self) -> float:
+        """Probability ``rho`` that one training example's condition is replaced by the null value."""
+
+    @abc.abstractmethod
+    def null(self, batch_size: int, *, device: torch.device | str) -> Tensor:
+        """The null condition for ``batch_size`` examples (e.g. the null class index)."""
+
+    @abc.abstractmethod
+    def forward(self, values: Tensor) -> Tensor:
+        """``(B,)`` field values -> ``(B, emb_dim)`` embedding."""
+
+    def drop(self, values: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Replace each value by the null value with probability ``dropout`` (training only)."""
+        if self.dropout <= 0.0:
+            return values
+        keep = torch.rand(values.shape[0], generator=generator, device=values.device) >= self.dropout
+        null = self.null(values.shape[0], device=values.device).to(values.dtype)
+        return torch.where(keep, values, null)
+
+
+# --------------------------------------------------------------------------------------------
+# Guidance
+# --------------------------------------------------------------------------------------------
+
+
+class Guidance(Configurable, abc.ABC):
+    """Combines conditional and unconditional predictions at sampling time."""
+
+    kind: ClassVar[str] = "guidance"
+
+    @property
+    @abc.abstractmethod
+    def scale(self) -> float:
+        """The configured guidance scale ``w`` (used when the caller passes none)."""
+
+    @abc.abstractmethod
+    def predict(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, *, cond: Tensor | None,
+                uncond: Tensor | None, scale: float | None = None) -> Tensor:
+        """The guided prediction for ``x_t``; ``cond``/``uncond`` are ``(B, D)`` embeddings or None."""
+
+
+# --------------------------------------------------------------------------------------------
+# Metric
+# --------------------------------------------------------------------------------------------
+
+
+class Metric(Configurable, abc.ABC):
+    """An accumulating evaluation metric.
+
+    ``update`` takes batches of real and/or generated video ``(B, 3, T, H, W)`` in [-1, 1]
+    and, for conditional metrics, the labels and FPS the generated clips were asked for.
+    """
+
+    kind: ClassVar[str] = "metric"
+
+    requires_real: ClassVar[bool] = True
+    """Whether ``compute`` needs real clips (FVD, KVD) or only generated ones (IS, probes)."""
+
+    @abc.abstractmethod
+    def update(self, *, real: Tensor | None = None, fake: Tensor | None = None,
+               labels: Tensor | None = None, fps: Tensor | None = None) -> None:
+        """Accumulate one batch."""
+
+    @abc.abstractmethod
+    def compute(self) -> dict[str, float]:
+        """Values from everything accumulated since the last ``reset``."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+
+    def to(self, device: torch.device | str) -> "Metric":  # noqa: D401 - mirrors nn.Module.to
+        """Move feature networks to ``device``; metrics without networks ignore it."""
+        return self
+
+    def protocol(self) -> dict[str, Any]:
+        """The settings that change the number; written next to it in ``metrics.json``."""
+        return self.config.model_dump()
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+
+
+class VideoDataset(Configurable, torch.utils.data.Dataset, abc.ABC):
+    """A map-style dataset of clips.
+
+    ``dataset[i]`` is ``{"video": (3, T, H, W) float in [-1, 1], "fps": float, "label": int}``
+    with ``label == NO_LABEL`` for unlabelled data.
+    """
+
+    kind: ClassVar[str] = "dataset"
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @property
+    @abc.abstractmethod
+    def clip_shape(self) -> tuple[int, int, int]:
+        """``(T, H, W)`` of every clip this dataset yields."""
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Class names by index, or None for unlabelled data."""
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (0 for unlabelled data)."""
+        names = self.class_names
+        return len(names) if names else 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+INTERFACES: dict[str, type] = {
+    "tokenizer": VideoTokenizer,
+    "denoiser": Denoiser,
+    "schedule": NoiseSchedule,
+    "conditioner": Conditioner,
+    "guidance": Guidance,
+    "metric": Metric,
+    "dataset": VideoDataset,
+}
+"""Kind name -> the interface its components must implement."""
+
+
+def iter_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    """All trainable parameters of ``modules``, each once, in order."""
+    seen: set[int] = set()
+    out: list[nn.Parameter] = []
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out

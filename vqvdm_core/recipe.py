@@ -1,0 +1,441 @@
+"""Recipe files: YAML validated by pydantic, in two phases.
+
+Phase one validates the recipe's own structure (run name, seed, stages, training settings...). A
+component node is ``{name: <registered name>, <its Config fields>...}``; phase two looks each name
+up in the registry and validates the remaining fields against that component's ``Config``, so the
+set of components stays open. Every problem is collected with its recipe path
+(``denoiser.attention_heads``) and, where the YAML gives it, its line.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from vqvdm_core.errors import ComponentError, RecipeError
+from vqvdm_core.registry import REGISTRY, Registry
+
+STAGES: tuple[str, ...] = ("tokenizer", "latents", "denoiser", "sample", "evaluate")
+StageName = Literal["tokenizer", "latents", "denoiser", "sample", "evaluate"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------
+# Component nodes
+# --------------------------------------------------------------------------------------------
+
+
+class ComponentSpec(Strict):
+    """A component node: its registered ``name`` and the fields of its ``Config``.
+
+    In YAML it is written flat, ``{name: unet3d, channels: 64}``, or as a bare name ``ddpm``.
+    After :func:`load_recipe`, ``config`` holds the validated ``Config`` (defaults filled).
+    """
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    _config: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict) and "options" not in data:
+            rest = {k: v for k, v in data.items() if k != "name"}
+            return {"name": data.get("name"), "options": rest}
+        return data
+
+    @property
+    def config(self) -> Any:
+        if self._config is None:
+            raise RuntimeError(f"component '{self.name}' has not been resolved (use load_recipe)")
+        return self._config
+
+    def resolve(self, kind: str, registry: Registry = REGISTRY) -> Any:
+        cls = registry.load(kind, self.name)
+        self._config = cls.Config(**self.options)
+        return self._config
+
+    def build(self, kind: str, registry: Registry = REGISTRY, **wired: Any) -> Any:
+        """Build the component; ``wired`` fills fields the system derives (``in_channels``...)
+        where the recipe left them unset."""
+        cls = registry.load(kind, self.name)
+        config = self._config if self._config is not None else cls.Config(**self.options)
+        updates = {k: v for k, v in wired.items() if k in type(config).model_fields
+                   and getattr(config, k) is None}
+        if updates:
+            config = type(config)(**{**config.model_dump(), **updates})
+        return cls(config)
+
+    def dump(self) -> dict[str, Any]:
+        """The flat node with every field, defaults included (as written beside a run)."""
+        fields = self._config.model_dump(mode="json") if self._config is not None else self.options
+        return {"name": self.name, **fields}
+
+
+# --------------------------------------------------------------------------------------------
+# Stage settings
+# --------------------------------------------------------------------------------------------
+
+
+class OptimizerSettings(Strict):
+    """An Adam-family optimizer."""
+
+    name: Literal["adamw", "adam"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    eps: float = Field(1e-8, gt=0)
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
+
+
+class TrainSettings(Strict):
+    """Settings of one training stage (``train.tokenizer`` or ``train.denoiser``)."""
+
+    steps: int = Field(1000, ge=0, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="global batch per optimizer step, before accumulation")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
+    param_groups: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per optimizer group overrides of `optimizer`, e.g. {discriminator: {lr: 1e-4}}",
+    )
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null disables")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights; null disables")
+    precision: Precision = "fp32"
+    compile: bool = Field(False, description="torch.compile the trained modules")
+    log_every: int = Field(10, ge=1)
+    val_every: int = Field(500, ge=1)
+    ckpt_every: int = Field(500, ge=1)
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    val_clips: int = Field(8, ge=0, description="held-out clips used at each validation")
+    val_metrics: list[ComponentSpec] = Field(
+        default_factory=list, description="metrics computed at each validation (e.g. reconstruction)"
+    )
+
+    @model_validator(mode="after")
+    def _groups(self) -> "TrainSettings":
+        for group, fields in self.param_groups.items():
+            OptimizerSettings(**{**self.optimizer.model_dump(), **fields})
+        return self
+
+    def optimizer_for(self, group: str) -> OptimizerSettings:
+        return OptimizerSettings(**{**self.optimizer.model_dump(), **self.param_groups.get(group, {})})
+
+
+class StageTraining(Strict):
+    tokenizer: TrainSettings = Field(default_factory=TrainSettings)
+    denoiser: TrainSettings = Field(default_factory=TrainSettings)
+
+
+class DataSettings(Strict):
+    """Training clips, and the held-out clips used for validation and as the real set of metrics."""
+
+    train: ComponentSpec
+    val: ComponentSpec | None = None
+
+
+class LatentSettings(Strict):
+    """The ``latents`` stage: encode the training set once with the frozen tokenizer."""
+
+    batch_size: int = Field(8, ge=1)
+    epochs: int = Field(1, ge=1, description="passes over the data set (random clips differ per pass)")
+    scale: float | Literal["auto"] = Field(
+        "auto", description="latent scaling; 'auto' normalises latents to unit variance"
+    )
+
+
+class SampleSettings(Strict):
+    """The ``sample`` stage: a grid of clips for the requested conditions."""
+
+    labels: list[int] | Literal["all"] | None = Field(
+        "all", description="class indices to generate; 'all' = every class; null = unconditional"
+    )
+    fps: list[float] | None = Field(None, description="FPS values to generate; null = the data's FPS")
+    per_condition: int = Field(1, ge=1, description="clips per (label, fps) pair")
+    steps: int | None = Field(100, ge=1, description="sampling steps (respaced); null = all")
+    sampler: str | None = Field(None, description="schedule sampler, e.g. ddpm or ddim; null = default")
+    guidance_scale: float | None = Field(None, description="null = the guidance component's scale")
+    batch_size: int = Field(8, ge=1)
+    formats: list[Literal["mp4", "gif"]] = Field(default_factory=lambda: ["mp4", "gif"])
+    use_ema: bool = True
+
+
+class EvaluateSettings(Strict):
+    """The ``evaluate`` stage: generate ``num_samples`` clips and score them."""
+
+    metrics: list[ComponentSpec] = Field(default_factory=list)
+    num_samples: int = Field(2048, ge=1)
+    batch_size: int = Field(8, ge=1)
+    steps: int | None = Field(100, ge=1)
+    sampler: str | None = None
+    guidance_scale: float | None = None
+    real: Literal["val", "train"] = Field("val", description="which clips form the real set")
+
+
+class Recipe(Strict):
+    """A runnable system: data, components, and the settings of every stage."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
+    output_dir: str = "runs"
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGES))
+    data: DataSettings
+    tokenizer: ComponentSpec
+    denoiser: ComponentSpec
+    schedule: ComponentSpec
+    conditioners: list[ComponentSpec] = Field(default_factory=list)
+    guidance: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="none"))
+    train: StageTraining = Field(default_factory=StageTraining)
+    latents: LatentSettings = Field(default_factory=LatentSettings)
+    sample: SampleSettings = Field(default_factory=SampleSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        """The file this recipe was read from."""
+        return self._source
+
+    def components(self) -> Iterator[tuple[str, str, ComponentSpec]]:
+        """Every component node as ``(recipe path, kind, spec)``."""
+        yield "data.train", "dataset", self.data.train
+        if self.data.val is not None:
+            yield "data.val", "dataset", self.data.val
+        yield "tokenizer", "tokenizer", self.tokenizer
+        yield "denoiser", "denoiser", self.denoiser
+        yield "schedule", "schedule", self.schedule
+        for i, spec in enumerate(self.conditioners):
+            yield f"conditioners.{i}", "conditioner", spec
+        yield "guidance", "guidance", self.guidance
+        for stage in ("tokenizer", "denoiser"):
+            for i, spec in enumerate(getattr(self.train, stage).val_metrics):
+                yield f"train.{stage}.val_metrics.{i}", "metric", spec
+        for i, spec in enumerate(self.evaluate.metrics):
+            yield f"evaluate.metrics.{i}", "metric", spec
+
+    def dump(self) -> dict[str, Any]:
+        """The resolved recipe: every field, component defaults filled, JSON-safe."""
+        out = self.model_dump(mode="json")
+        for path, _kind, spec in self.components():
+            _set_path(out, path.split("."), spec.dump())
+        return out
+
+    def hash(self, *paths: str) -> str:
+        """A stable hash of the resolved recipe parts at ``paths`` (all of it when none)."""
+        data = self.dump()
+        parts = {p: _get_path(data, p.split(".")) for p in paths} if paths else data
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_recipe(
+    source: str | Path | dict[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    registry: Registry = REGISTRY,
+) -> Recipe:
+    """Read, override and fully validate a recipe; raise :class:`RecipeError` listing every problem.
+
+    ``overrides`` are ``"dotted.path=value"`` strings; values are parsed as YAML
+    (``train.denoiser.steps=10``, ``conditioners.1.dropout=0.3``, ``sample.labels=[0,1]``).
+    """
+    lines: dict[str, int] = {}
+    label: str | None = None
+    if isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        label = str(path)
+        if not path.is_file():
+            raise RecipeError([("", f"recipe file not found: {path}")], source=None)
+        text = path.read_text()
+        try:
+            raw = yaml.safe_load(text)
+            lines = _line_map(text)
+        except yaml.YAMLError as exc:
+            raise RecipeError([("", f"not valid YAML: {exc}")], source=label) from exc
+        if not isinstance(raw, dict):
+            raise RecipeError([("", "a recipe must be a YAML mapping")], source=label)
+    problems: list[tuple[str, str]] = []
+    for item in overrides:
+        try:
+            apply_override(raw, item)
+        except ValueError as exc:
+            problems.append(("--set", str(exc)))
+    if problems:
+        raise RecipeError(problems, source=label)
+
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_located(_pydantic_problems(exc), lines), source=label) from None
+    recipe._source = label
+
+    for path, kind, spec in recipe.components():
+        try:
+            spec.resolve(kind, registry)
+        except ComponentError as exc:
+            problems.append((f"{path}.name", str(exc)))
+        except ValidationError as exc:
+            cls = registry.load(kind, spec.name)
+            fields = list(cls.Config.model_fields)
+            problems.extend(_pydantic_problems(exc, prefix=path, known_fields=fields))
+    if problems:
+        raise RecipeError(_located(problems, lines), source=label)
+    return recipe
+
+
+def validate_recipes(paths: Iterable[str | Path], overrides: Sequence[str] = ()) -> dict[str, RecipeError | None]:
+    """Validate several recipe files; map each path to its error or None."""
+    out: dict[str, RecipeError | None] = {}
+    for p in paths:
+        try:
+            load_recipe(p, overrides)
+            out[str(p)] = None
+        except RecipeError as exc:
+            out[str(p)] = exc
+    return out
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the resolved recipe (defaults filled) with ``yaml.safe_dump``."""
+    Path(path).write_text(yaml.safe_dump(recipe.dump(), sort_keys=False))
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.path=value`` override to ``data`` in place."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override '{item}' is not of the form dotted.path=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"override '{item}': value is not valid YAML: {exc}") from None
+    parts = key.strip().split(".")
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            node = node[_index(part, node, here)]
+        elif isinstance(node, dict):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise ValueError(f"override '{item}': '{here}' is not a mapping or list")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(last, node, key)] = parsed
+    elif isinstance(node, dict):
+        node[last] = parsed
+    else:
+        raise ValueError(f"override '{item}': cannot set '{last}' inside a {type(node).__name__}")
+
+
+def _index(part: str, node: list[Any], where: str) -> int:
+    try:
+        i = int(part)
+        node[i]
+    except (ValueError, IndexError):
+        raise ValueError(f"'{where}': list index '{part}' is not in 0..{len(node) - 1}") from None
+    return i
+
+
+def _pydantic_problems(exc: ValidationError, *, prefix: str = "",
+                       known_fields: list[str] | None = None) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        # Component nodes hold their fields under "options" after phase one; hide that.
+        loc = [p for p in loc if p != "options"]
+        path = ".".join(([prefix] if prefix else []) + loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden" and loc:
+            candidates = known_fields if known_fields is not None else []
+            near = difflib.get_close_matches(loc[-1], candidates, n=1, cutoff=0.6)
+            msg = f"unknown field '{loc[-1]}'" + (f"; did you mean '{near[0]}'?" if near else "")
+            if candidates:
+                msg += f" (fields: {', '.join(candidates)})"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        out.append((path, msg))
+    return out
+
+
+def _located(problems: list[tuple[str, str]], lines: dict[str, int]) -> list[tuple[str, str]]:
+    out = []
+    for path, msg in problems:
+        line = _nearest_line(path, lines)
+        out.append((path, f"{msg} (line {line})" if line else msg))
+    return out
+
+
+def _nearest_line(path: str, lines: dict[str, int]) -> int | None:
+    parts = path.split(".")
+    while parts:
+        key = ".".join(parts)
+        if key in lines:
+            return lines[key]
+        parts.pop()
+    return None
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """Dotted recipe path -> 1-based line of its key in the YAML text."""
+    out: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: list[str]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = prefix + [str(key.value)]
+                out[".".join(path)] = key.start_mark.line + 1
+                walk(value, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                path = prefix + [str(i)]
+                out[".".join(path)] = value.start_mark.line + 1
+                walk(value, path)
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, [])
+    return out
+
+
+def _get_path(data: Any, parts: list[str]) -> Any:
+    for part in parts:
+        data = data[int(part)] if isinstance(data, list) else data.get(part)
+        if data is None:
+            return None
+    return data
+
+
+def _set_path(data: Any, parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    last = parts[-1]
+    if isinstance(data, list):
+        data[int(last)] = value
+    else:
+        data[last] = value
