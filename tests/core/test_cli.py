@@ -1,0 +1,140 @@
+"""The `vqvdm` command line through Typer's runner: output, exit codes, error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from standins import tiny_recipe
+from typer.testing import CliRunner
+
+from vqvdm_core import UserError, __version__
+from vqvdm_core.cli import app
+
+runner = CliRunner()
+
+
+def write_recipe(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_version_prints_the_package_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_list_components_json_lists_the_default_plugins_with_their_distribution():
+    result = runner.invoke(app, ["list-components", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    found = {(r["kind"], r["name"]): r for r in rows}
+    for key in [("tokenizer", "vqgan3d"), ("denoiser", "unet3d"), ("schedule", "ddpm"),
+                ("conditioner", "fps"), ("conditioner", "class"), ("guidance", "cfg"),
+                ("metric", "fvd"), ("dataset", "synthetic_motion")]:
+        assert key in found, key
+        assert found[key]["distribution"] == "vqvdm"
+
+
+def test_list_components_filters_by_kind():
+    result = runner.invoke(app, ["list-components", "--kind", "guidance", "--json"])
+    assert result.exit_code == 0
+    assert {r["kind"] for r in json.loads(result.output)} == {"guidance"}
+
+
+def test_list_components_verbose_shows_config_fields(standins):
+    result = runner.invoke(app, ["list-components", "--kind", "denoiser", "--verbose", "--json"])
+    assert result.exit_code == 0, result.output
+    row = next(r for r in json.loads(result.output) if r["name"] == "tiny_denoiser")
+    fields = {f["name"]: f for f in row["config"]}
+    assert fields["emb_dim"]["default"] == 16
+    assert fields["in_channels"]["default"] is None
+
+
+def test_unknown_kind_is_one_clear_message_and_exit_1():
+    result = runner.invoke(app, ["list-components", "--kind", "denoisers"])
+    assert result.exit_code == 1
+    assert "unknown component kind 'denoisers'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_accepts_a_valid_recipe(tmp_path, standins):
+    path = write_recipe(tmp_path / "ok.yaml", tiny_recipe())
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+def test_validate_reports_every_problem_with_paths_and_exit_2(tmp_path, standins):
+    data = tiny_recipe()
+    data["denoiser"]["emb_dimm"] = 8                  # a typo in a component field
+    data["train"]["denoiser"]["steps"] = -1           # a bad stage setting
+    data["schedule"]["name"] = "ddpn"                 # an unknown component
+    path = write_recipe(tmp_path / "bad.yaml", data)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    # Phase one (structure) fails first; fix it and phase two reports both component problems.
+    assert "train.denoiser.steps" in result.output
+    data["train"]["denoiser"]["steps"] = 3
+    path = write_recipe(tmp_path / "bad.yaml", data)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "denoiser.emb_dimm" in result.output and "did you mean 'emb_dim'" in result.output
+    assert "schedule.name" in result.output and "did you mean 'ddpm'" in result.output.lower()
+    assert "(line " in result.output
+
+
+def test_validate_applies_overrides(tmp_path, standins):
+    path = write_recipe(tmp_path / "ok.yaml", tiny_recipe())
+    result = runner.invoke(app, ["validate", str(path), "--set", "denoiser.emb_dim=0"])
+    assert result.exit_code == 2
+    assert "denoiser.emb_dim" in result.output
+
+
+def test_validate_several_files_exits_2_if_any_is_invalid(tmp_path, standins):
+    good = write_recipe(tmp_path / "good.yaml", tiny_recipe())
+    bad = write_recipe(tmp_path / "bad.yaml", tiny_recipe(seed="zero"))
+    result = runner.invoke(app, ["validate", str(good), str(bad)])
+    assert result.exit_code == 2
+    assert "good.yaml: valid" in result.output and "seed" in result.output
+
+
+def test_missing_recipe_file_is_a_user_error(tmp_path):
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "recipe file not found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_rejects_an_unknown_stage_without_traceback(tmp_path, standins):
+    path = write_recipe(tmp_path / "ok.yaml", tiny_recipe(output_dir=str(tmp_path / "runs")))
+    result = runner.invoke(app, ["run", str(path), "--stage", "tokeniser"])
+    assert result.exit_code == 1
+    assert "unknown stage 'tokeniser'" in result.output
+
+
+def test_debug_env_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("VQVDM_DEBUG", "1")
+    result = runner.invoke(app, ["list-components", "--kind", "nope"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, UserError)
+
+
+def test_module_entry_point_runs(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "vqvdm_core.cli", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=3", "a.b=[unclosed"])
+def test_bad_override_text_is_reported(tmp_path, standins, bad):
+    path = write_recipe(tmp_path / "ok.yaml", tiny_recipe())
+    result = runner.invoke(app, ["validate", str(path), "--set", bad])
+    assert result.exit_code == 2
+    assert "--set" in result.output

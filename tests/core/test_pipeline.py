@@ -1,0 +1,97 @@
+"""A whole run through every stage with tiny stand-in components, and the stage bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from standins import tiny_recipe
+
+from vqvdm_core import load_recipe
+from vqvdm_core.pipeline import run_recipe
+from vqvdm_core.pipeline.run_dir import StageMismatchError
+
+STAGES = ["tokenizer", "latents", "denoiser", "sample", "evaluate"]
+
+
+def quiet() -> Console:
+    return Console(file=open("/dev/null", "w"), force_terminal=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, standins):
+    """One whole run shared by the read-only tests of this module."""
+    root = tmp_path_factory.mktemp("pipeline") / "runs"
+    recipe = load_recipe(tiny_recipe(output_dir=str(root)))
+    ctx = run_recipe(recipe, console=quiet())
+    return recipe, ctx.run.path
+
+
+def test_every_stage_writes_its_artefacts(tiny_run):
+    _, run = tiny_run
+    assert (run / "recipe.yaml").is_file() and (run / "run.log").is_file()
+    for stage in STAGES:
+        record = json.loads((run / stage / "stage.json").read_text())
+        assert record["status"] == "done", stage
+    assert (run / "tokenizer" / "tokenizer.safetensors").is_file()
+    assert list((run / "tokenizer" / "val").glob("recon_step*.mp4"))
+    assert (run / "tokenizer" / "metrics.jsonl").is_file()
+    assert (run / "latents" / "latents.safetensors").is_file()
+    assert (run / "denoiser" / "denoiser.safetensors").is_file()
+    assert (run / "sample" / "grid.mp4").stat().st_size > 0
+    assert (run / "sample" / "grid.gif").stat().st_size > 0
+    report = json.loads((run / "evaluate" / "metrics.json").read_text())
+    assert [r["guidance_scale"] for r in report["results"]] == [0.0, 2.0]
+    for r in report["results"]:
+        assert r["num_samples"] == 4
+        assert -1.0 <= r["values"]["mean_brightness"]["mean"] <= 1.0
+
+
+def test_latents_stage_records_scale_and_classes(tiny_run):
+    _, run = tiny_run
+    info = json.loads((run / "latents" / "stage.json").read_text())["info"]
+    assert info["count"] == 8 and info["num_classes"] == 2
+    assert info["latent_shape"] == [2, 4, 4, 4]
+    assert info["scale"] == pytest.approx(1.0 / info["latent_std"])
+
+
+def test_rerun_of_the_same_recipe_skips_every_stage(tiny_run, tmp_path):
+    recipe, run = tiny_run
+    before = {s: (run / s / "stage.json").stat().st_mtime_ns for s in STAGES}
+    run_recipe(recipe, console=quiet())
+    after = {s: (run / s / "stage.json").stat().st_mtime_ns for s in STAGES}
+    assert before == after
+
+
+def test_changed_recipe_is_refused_unless_forced(tiny_run, tmp_path):
+    _, original = tiny_run
+    run = tmp_path / "runs" / original.name
+    shutil.copytree(original, run)
+    changed = load_recipe(tiny_recipe(output_dir=str(tmp_path / "runs")),
+                          ["train.denoiser.steps=2"])
+    with pytest.raises(StageMismatchError, match="different recipe"):
+        run_recipe(changed, console=quiet())
+    run_recipe(changed, console=quiet(), force=True)
+    record = json.loads((run / "denoiser" / "stage.json").read_text())
+    assert record["info"]["steps"] == 2
+    # The tokenizer did not depend on the change and was kept.
+    assert json.loads((run / "tokenizer" / "stage.json").read_text())["status"] == "done"
+
+
+def test_identity_tokenizer_has_nothing_to_train(tmp_path, standins):
+    recipe = load_recipe(tiny_recipe(output_dir=str(tmp_path / "runs"), tokenizer={"name": "identity"}))
+    ctx = run_recipe(recipe, stages=["tokenizer", "latents"], console=quiet())
+    info = json.loads((ctx.run.path / "latents" / "stage.json").read_text())["info"]
+    assert info["latent_shape"] == [3, 4, 8, 8]
+    assert not (ctx.run.path / "tokenizer" / "tokenizer.safetensors").exists()
+
+
+def test_a_later_stage_without_its_inputs_says_what_to_run(tmp_path, standins):
+    from vqvdm_core import UserError
+
+    recipe = load_recipe(tiny_recipe(output_dir=str(tmp_path / "runs")))
+    with pytest.raises(UserError, match="run it first"):
+        run_recipe(recipe, stages=["denoiser"], console=quiet())

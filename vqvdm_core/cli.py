@@ -1,0 +1,286 @@
+"""The ``vqvdm`` command line: list components, validate and run recipes, sample, evaluate, report.
+
+A user mistake (bad recipe, missing file, unknown component) prints one clear message and exits
+non-zero without a traceback; ``VQVDM_DEBUG=1`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vqvdm_core.errors import RecipeError, UserError
+from vqvdm_core.recipe import STAGES, load_recipe
+from vqvdm_core.registry import KINDS, REGISTRY, static_problem
+
+app = typer.Typer(
+    name="vqvdm",
+    help="Latent video diffusion with a 3D VQGAN (VQ-VDM) from swappable plug-in components.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def debug() -> bool:
+    return os.environ.get("VQVDM_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def user_errors(fn: F) -> F:
+    """Turn a :class:`UserError` into one message and its exit code (traceback with VQVDM_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            if debug():
+                raise
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vqvdm_core import __version__
+
+        out.print(f"vqvdm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """Latent video diffusion with a 3D VQGAN (VQ-VDM) from swappable plug-in components."""
+
+
+# --------------------------------------------------------------------------------------------
+# list-components
+# --------------------------------------------------------------------------------------------
+
+
+def _config_fields(cls: type) -> list[dict[str, Any]]:
+    fields = []
+    for name, info in cls.Config.model_fields.items():  # type: ignore[attr-defined]
+        annotation = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        fields.append({
+            "name": name,
+            "type": type_name,
+            "default": default,
+            "required": info.is_required(),
+            "description": info.description or "",
+        })
+    return fields
+
+
+@app.command("list-components")
+@user_errors
+def list_components(
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help=f"One of: {', '.join(KINDS)}."),
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Import each component and show its Config fields."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the registered components (without importing them unless --verbose)."""
+    entries = REGISTRY.try_load_all(kind) if verbose else REGISTRY.entries(kind)
+    rows = []
+    for e in entries:
+        row: dict[str, Any] = {
+            "kind": e.kind,
+            "name": e.name,
+            "distribution": e.distribution,
+            "version": e.version,
+            "target": e.target,
+            "summary": e.summary(),
+            "status": e.status,
+        }
+        if e.error:
+            row["error"] = e.error
+        elif not verbose and e.obj is None and e.conflict is None:
+            problem = static_problem(e.target)
+            if problem:
+                row["status"], row["error"] = "broken", problem
+        if e.conflict is not None:
+            row["error"] = f"also provided by {e.conflict.provider}"
+        if verbose and e.obj is not None:
+            row["config"] = _config_fields(e.obj)
+        rows.append(row)
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title="vqvdm components", show_lines=verbose)
+    for col in ("kind", "name", "distribution", "summary", "status"):
+        table.add_column(col, overflow="fold")
+    styles = {"broken": "red", "duplicate": "red", "loaded": "green", "available": ""}
+    for row in rows:
+        summary = row["summary"]
+        if "error" in row:
+            summary = f"{summary}\n[red]{row['error']}[/]" if summary else f"[red]{row['error']}[/]"
+        if "config" in row:
+            lines = [f"  {f['name']}: {f['type']} = {f['default']!r}" for f in row["config"]]
+            summary = summary + "\n" + "\n".join(lines)
+        status = row["status"]
+        table.add_row(row["kind"], row["name"], row["distribution"], summary,
+                      f"[{styles[status]}]{status}[/]" if styles[status] else status)
+    out.print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# validate / run
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def validate(
+    recipes: list[Path] = typer.Argument(..., help="Recipe files."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
+) -> None:
+    """Validate recipes, reporting every problem at once (exit 0 valid, 2 invalid)."""
+    bad = 0
+    for path in recipes:
+        try:
+            recipe = load_recipe(path, set_)
+        except RecipeError as exc:
+            bad += 1
+            err.print(f"[red]✗[/] {exc}", highlight=False, soft_wrap=True)
+            continue
+        parts = ", ".join(f"{kind}={spec.name}" for _, kind, spec in recipe.components())
+        out.print(f"[green]✓[/] {path}: valid ({parts})", highlight=False, soft_wrap=True)
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def run(
+    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="Recipe file."),
+    stage: list[str] = typer.Option([], "--stage", help=f"Run only these stages ({', '.join(STAGES)})."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto."),
+    force: bool = typer.Option(False, "--force", help="Overwrite stage outputs made by another recipe."),
+) -> None:
+    """Run a recipe's stages in order into runs/<name>/ (skipping stages already done)."""
+    overrides = list(set_) + ([f"device={device}"] if device else [])
+    recipe = load_recipe(recipe_path, overrides)
+    from vqvdm_core.pipeline import run_recipe
+
+    for s in stage:
+        if s not in STAGES:
+            raise UserError(f"unknown stage '{s}'; stages are: {', '.join(STAGES)}")
+    run_recipe(recipe, stages=stage or None, force=force, console=out)
+
+
+@app.command()
+@user_errors
+def sample(
+    run_or_ckpt: Path = typer.Argument(..., metavar="RUN_OR_CKPT",
+                                       help="A run directory, or a file inside one."),
+    num: int = typer.Option(1, "--num", "-n", min=1, help="Clips per (label, fps) pair."),
+    label: list[int] = typer.Option([], "--label", "-l", help="Class index (repeatable; default all)."),
+    fps: list[float] = typer.Option([], "--fps", help="FPS value (repeatable; default the data's)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help="Guidance scale w."),
+    steps: Optional[int] = typer.Option(100, "--steps", help="Sampling steps (respaced)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm, ddim, ... (schedule's)."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    out_path: Path = typer.Option(Path("samples.mp4"), "--out", "-o",
+                                  help="Grid video (.mp4 or .gif); the other format is written beside it."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 autocast."),
+) -> None:
+    """Generate a grid of clips from a trained run (MP4 and GIF)."""
+    import torch
+
+    from vqvdm_core.pipeline import open_run
+    from vqvdm_core.pipeline.conditions import grid
+    from vqvdm_core.pipeline.generate import generate
+    from vqvdm_core.video_io import write_grid
+
+    ctx = open_run(run_or_ckpt, [f"device={device}"] if device else [], console=out)
+    meta = ctx.latents_meta()
+    conditions = grid(meta, labels=label or "all", fps=fps or None, per_condition=num)
+    system = ctx.system(trained=True)
+    video = torch.cat([v for _, v in generate(
+        system, conditions, batch_size=batch_size, steps=steps, sampler=sampler,
+        guidance_scale=guidance, seed=seed, device=ctx.device, precision=precision, console=out)])
+    nrow = max(1, len(set(conditions.fps)) * num)
+    targets = {out_path, out_path.with_suffix(".gif" if out_path.suffix == ".mp4" else ".mp4")}
+    for target in sorted(targets):
+        write_grid(video, target, fps=max(conditions.fps), nrow=nrow, labels=conditions.captions)
+        out.print(f"wrote {target}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="A run directory, or a file inside one."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", "-m",
+                                          help="Comma-separated metric names (default: the recipe's)."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", min=1),
+    guidance: list[float] = typer.Option([], "--guidance", "-w", help="Guidance scale (repeatable)."),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Score a trained run's samples with metrics; writes <run>/evaluate/metrics.json."""
+    from vqvdm_core.pipeline import open_run
+    from vqvdm_core.pipeline.stages import evaluate as evaluate_stage
+
+    overrides = list(set_)
+    if metrics:
+        names = [m.strip() for m in metrics.split(",") if m.strip()]
+        overrides.append(f"evaluate.metrics=[{', '.join(names)}]")
+    if num_samples:
+        overrides.append(f"evaluate.num_samples={num_samples}")
+    if guidance:
+        overrides.append(f"evaluate.guidance_scales=[{', '.join(map(str, guidance))}]")
+    if steps:
+        overrides.append(f"evaluate.steps={steps}")
+    if device:
+        overrides.append(f"device={device}")
+    ctx = open_run(run_dir, overrides, console=out)
+    evaluate_stage.run(ctx)
+    out.print(f"wrote {ctx.run.stage_dir('evaluate') / 'metrics.json'}")
+
+
+@app.command()
+@user_errors
+def report(run_dir: Path = typer.Argument(..., metavar="RUN", help="A run directory.")) -> None:
+    """Regenerate <run>/report.html from what the run has produced."""
+    from vqvdm_core.report import build_report
+
+    if not (run_dir / "recipe.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
+    out.print(f"wrote {build_report(run_dir)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="vqvdm")
+
+
+if __name__ == "__main__":
+    main()

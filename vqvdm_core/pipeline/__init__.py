@@ -1,0 +1,123 @@
+"""Stages of a run: tokenizer -> latents -> denoiser -> sample -> evaluate.
+
+``run_recipe`` runs the recipe's stages in order into ``runs/<name>/``; each stage is skipped when
+its outputs exist for the same recipe, resumed when it was interrupted, and refused when its outputs
+were made by a different recipe (unless ``force``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from vqvdm_core.pipeline.context import RunContext
+from vqvdm_core.pipeline.run_dir import RunDir
+from vqvdm_core.pipeline.stages import denoiser, evaluate, latents, sample, tokenizer
+from vqvdm_core.recipe import STAGES, Recipe
+
+STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any]]] = {
+    "tokenizer": tokenizer.run,
+    "latents": latents.run,
+    "denoiser": denoiser.run,
+    "sample": sample.run,
+    "evaluate": evaluate.run,
+}
+
+MAIN_PROCESS_STAGES = frozenset({"latents", "sample", "evaluate"})
+"""Stages run by rank 0 alone under torchrun; the training stages run on every process."""
+
+__all__ = ["RunContext", "RunDir", "STAGE_FUNCTIONS", "make_context", "open_run", "run_recipe"]
+
+
+def make_context(recipe: Recipe, *, console: Console | None = None,
+                 root: Path | None = None) -> RunContext:
+    """A context for ``recipe``'s run directory (under ``root`` if given) on the recipe's device."""
+    from vqvdm_core.devices import resolve_device
+
+    from vqvdm_core import distributed as dist
+
+    device = resolve_device(recipe.device)
+    if dist.is_distributed() and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist.local_rank())  # one GPU per process under torchrun
+    run = RunDir(recipe, root)
+    return RunContext(recipe=recipe, run=run, device=device, console=console or Console(),
+                      log=run.logger())
+
+
+def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bool = False,
+               console: Console | None = None) -> RunContext:
+    """Run ``stages`` (default: the recipe's) in pipeline order; return the context used."""
+    from vqvdm_core import distributed as dist
+    from vqvdm_core.seeding import seed_everything
+
+    dist.init_from_env()
+    ctx = make_context(recipe, console=console)
+    wanted = [s for s in STAGES if s in (stages or recipe.stages)]
+    if dist.is_main():
+        ctx.run.write_recipe()
+        ctx.run.write_environment()
+    ctx.say(f"run '{recipe.name}' -> {ctx.run.path} on {ctx.device}; stages: {', '.join(wanted)}")
+    for stage in wanted:
+        action = _decided_on_main(lambda: ctx.run.plan(stage, force=force))
+        if action == "skip":
+            ctx.say(f"[{stage}] up to date, skipped")
+            continue
+        ctx.say(f"[{stage}] {'resuming' if action == 'resume' else 'starting'}")
+        if dist.is_main():
+            ctx.run.begin(stage)
+        dist.barrier()
+        if stage in MAIN_PROCESS_STAGES and not dist.is_main():
+            dist.barrier()  # the other processes wait while rank 0 works
+            continue
+        seed_everything(recipe.seed)
+        start = time.perf_counter()
+        info = STAGE_FUNCTIONS[stage](ctx)
+        info["seconds"] = round(time.perf_counter() - start, 2)
+        if dist.is_main():
+            ctx.run.finish(stage, info)
+        ctx.say(f"[{stage}] done in {info['seconds']:.1f}s")
+        dist.barrier()
+    if dist.is_main():
+        from vqvdm_core.report import build_report
+
+        ctx.say(f"report: {build_report(ctx.run.path)}")
+    return ctx
+
+
+def _decided_on_main(decide: Callable[[], str]) -> str:
+    """Run ``decide`` on rank 0 and give every process its answer (or its user error)."""
+    from vqvdm_core import distributed as dist
+    from vqvdm_core.errors import UserError
+
+    if not dist.is_distributed():
+        return decide()
+    answer: tuple[str, str] = ("", "")
+    if dist.is_main():
+        try:
+            answer = ("ok", decide())
+        except UserError as exc:
+            answer = ("error", str(exc))
+    kind, value = dist.all_gather_object(answer)[0]
+    if kind == "error":
+        raise UserError(value)
+    return value
+
+
+def open_run(path: Path, overrides: Sequence[str] = (), *, console: Console | None = None) -> RunContext:
+    """A context for an existing run directory (or a file inside it), from its resolved recipe."""
+    from vqvdm_core.errors import UserError
+    from vqvdm_core.recipe import load_recipe
+
+    path = Path(path)
+    run_dir = next((p for p in [path, *path.parents] if (p / "recipe.yaml").is_file()), None)
+    if run_dir is None:
+        raise UserError(f"{path} is not inside a run directory (no recipe.yaml found above it)")
+    recipe = load_recipe(run_dir / "recipe.yaml", overrides)
+    if recipe.name != run_dir.name:
+        raise UserError(f"{run_dir}/recipe.yaml names run '{recipe.name}', not '{run_dir.name}'")
+    return make_context(recipe, console=console, root=run_dir.parent)

@@ -1,0 +1,100 @@
+"""What every stage shares: the recipe, the run directory, the device, and how to build components."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from vqvdm_core.errors import MissingFileError
+from vqvdm_core.interfaces import VideoDataset, VideoTokenizer
+from vqvdm_core.pipeline.run_dir import RunDir
+from vqvdm_core.recipe import Recipe
+
+TOKENIZER_WEIGHTS = "tokenizer.safetensors"
+DENOISER_WEIGHTS = "denoiser.safetensors"
+LATENTS_FILE = "latents.safetensors"
+
+
+@dataclass
+class RunContext:
+    recipe: Recipe
+    run: RunDir
+    device: torch.device
+    console: Console
+    log: logging.Logger
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, message: str) -> None:
+        """A line for the person watching, also written to the run log."""
+        self.console.print(message, highlight=False)
+        self.log.info(message)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def dataset(self, which: str) -> VideoDataset:
+        """The ``train`` or ``val`` dataset (``val`` falls back to ``train`` when absent)."""
+        if which not in self._cache:
+            spec = self.recipe.data.train if which == "train" else (self.recipe.data.val or self.recipe.data.train)
+            self._cache[which] = spec.build("dataset")
+        return self._cache[which]  # type: ignore[no-any-return]
+
+    # -- tokenizer -------------------------------------------------------------------------
+
+    def tokenizer(self) -> VideoTokenizer:
+        """The recipe's tokenizer with the tokenizer stage's weights, frozen, in eval mode."""
+        tok: VideoTokenizer = self.recipe.tokenizer.build("tokenizer")
+        if tok.trainable:
+            path = self.run.stage_dir("tokenizer") / TOKENIZER_WEIGHTS
+            self.run.require("tokenizer")
+            tok.load_state_dict(load_weights(path))
+        tok.requires_grad_(False).eval()
+        return tok.to(self.device)
+
+    # -- system ----------------------------------------------------------------------------
+
+    def system(self, *, trained: bool) -> Any:
+        """The composed ``LatentVideoDiffusion``; with the denoiser stage's weights when ``trained``."""
+        from vqvdm_core.system import build_system
+
+        meta = self.latents_meta()
+        system = build_system(
+            self.recipe,
+            num_classes=int(meta["num_classes"]),
+            clip_shape=tuple(meta["clip_shape"]),  # type: ignore[arg-type]
+        )
+        system.tokenizer = self.tokenizer()  # the trained, frozen tokenizer
+        system.latent_scale.fill_(float(meta["scale"]))
+        if trained:
+            self.run.require("denoiser")
+            path = self.run.stage_dir("denoiser") / DENOISER_WEIGHTS
+            system.load_checkpoint_state_dict(load_weights(path))
+        return system.to(self.device)
+
+    def latents_meta(self) -> dict[str, Any]:
+        """What the latents stage recorded: scale, clip shape, classes, FPS values."""
+        rec = self.run.require("latents")
+        return rec.info or {}
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Weights exported by a stage; a clear error when the file is missing."""
+    if not path.is_file():
+        raise MissingFileError(f"weights not found: {path}. Run the stage that writes them first.")
+    from vqvdm_core.engine.checkpoint import load_weights as _load
+
+    return _load(path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    tmp.replace(path)
+
+

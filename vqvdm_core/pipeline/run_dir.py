@@ -1,0 +1,169 @@
+"""The run directory ``runs/<name>/`` and the record each stage keeps in it.
+
+Each stage writes ``runs/<name>/<stage>/stage.json`` holding the hash of the recipe parts it depends
+on and its status. A stage whose record is ``done`` with a matching hash is skipped; one whose hash
+differs is refused unless ``--force``; one left ``running`` (interrupted) with a matching hash resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vqvdm_core.errors import UserError
+from vqvdm_core.recipe import Recipe, save_recipe
+
+STAGE_HASH_PATHS: dict[str, tuple[str, ...]] = {
+    "tokenizer": ("seed", "data.train", "data.val", "tokenizer", "train.tokenizer"),
+    "latents": ("latents", "data.train"),
+    "denoiser": ("seed", "denoiser", "schedule", "conditioners", "train.denoiser"),
+    "sample": ("sample", "guidance"),
+    "evaluate": ("evaluate", "guidance", "data.val", "sample.fps"),
+}
+"""Recipe parts each stage depends on (besides everything upstream)."""
+
+UPSTREAM: dict[str, str | None] = {
+    "tokenizer": None,
+    "latents": "tokenizer",
+    "denoiser": "latents",
+    "sample": "denoiser",
+    "evaluate": "denoiser",
+}
+
+
+class StageMismatchError(UserError):
+    """A stage's outputs exist but were made by a different recipe."""
+
+
+def stage_hash(recipe: Recipe, stage: str) -> str:
+    """Hash of the recipe parts ``stage`` depends on, chained with its upstream stage's hash."""
+    own = recipe.hash(*STAGE_HASH_PATHS[stage])
+    up = UPSTREAM[stage]
+    if up is None:
+        return own
+    import hashlib
+
+    return hashlib.sha256(f"{stage_hash(recipe, up)}:{own}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    hash: str
+    status: str  # "running" | "done"
+    started: float
+    finished: float | None = None
+    info: dict[str, Any] | None = None
+
+
+class RunDir:
+    """``<output_dir>/<name>/``: the resolved recipe, the run log and one folder per stage."""
+
+    def __init__(self, recipe: Recipe, root: str | Path | None = None):
+        self.recipe = recipe
+        self.path = Path(root if root is not None else recipe.output_dir) / recipe.name
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.path / stage
+
+    def record(self, stage: str) -> StageRecord | None:
+        f = self.stage_dir(stage) / "stage.json"
+        if not f.is_file():
+            return None
+        try:
+            return StageRecord(**json.loads(f.read_text()))
+        except (ValueError, TypeError):
+            return None
+
+    def _write_record(self, rec: StageRecord) -> None:
+        d = self.stage_dir(rec.stage)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "stage.json.tmp"
+        tmp.write_text(json.dumps(rec.__dict__, indent=2, default=str))
+        os.replace(tmp, d / "stage.json")
+
+    def plan(self, stage: str, *, force: bool) -> str:
+        """``"skip"`` (done and matching), ``"resume"``, or ``"start"``; refuse a mismatch."""
+        want = stage_hash(self.recipe, stage)
+        rec = self.record(stage)
+        d = self.stage_dir(stage)
+        if rec is None:
+            if d.exists() and any(d.iterdir()) and not force:
+                raise StageMismatchError(
+                    f"{d} exists but has no stage record; refusing to overwrite it. "
+                    "Use --force to start the stage afresh."
+                )
+            if d.exists() and force:
+                shutil.rmtree(d)
+            return "start"
+        if rec.hash != want:
+            if not force:
+                raise StageMismatchError(
+                    f"stage '{stage}' in {d} was made by a different recipe (hash {rec.hash}, this "
+                    f"recipe {want}). Use --force to overwrite it, or change the run name."
+                )
+            shutil.rmtree(d)
+            return "start"
+        return "skip" if rec.status == "done" else "resume"
+
+    def begin(self, stage: str) -> None:
+        rec = self.record(stage)
+        started = rec.started if rec is not None else time.time()
+        self._write_record(StageRecord(stage, stage_hash(self.recipe, stage), "running", started))
+
+    def finish(self, stage: str, info: dict[str, Any] | None = None) -> None:
+        rec = self.record(stage)
+        started = rec.started if rec is not None else time.time()
+        self._write_record(StageRecord(stage, stage_hash(self.recipe, stage), "done", started,
+                                       time.time(), info or {}))
+
+    def require(self, stage: str) -> StageRecord:
+        """The finished record of ``stage`` or a clear error saying to run it first."""
+        rec = self.record(stage)
+        if rec is None or rec.status != "done":
+            raise UserError(f"stage '{stage}' has not finished in {self.path}; run it first "
+                            f"(vqvdm run RECIPE --stage {stage})")
+        if rec.hash != stage_hash(self.recipe, stage):
+            raise StageMismatchError(
+                f"stage '{stage}' in {self.path} was made by a different recipe; re-run it "
+                f"(vqvdm run RECIPE --stage {stage} --force)"
+            )
+        return rec
+
+    def write_recipe(self) -> Path:
+        path = self.path / "recipe.yaml"
+        save_recipe(self.recipe, path)
+        return path
+
+    def write_environment(self) -> None:
+        import torch
+
+        env = {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        }
+        (self.path / "environment.json").write_text(json.dumps(env, indent=2))
+
+    def logger(self) -> logging.Logger:
+        """The run's logger, writing to ``run.log`` in the run directory."""
+        log = logging.getLogger(f"vqvdm.run.{self.recipe.name}")
+        log.setLevel(logging.INFO)
+        target = str((self.path / "run.log").resolve())
+        if not any(getattr(h, "baseFilename", None) == target for h in log.handlers):
+            handler = logging.FileHandler(target)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
+        return log

@@ -1,0 +1,50 @@
+"""Stage ``denoiser``: train the diffusion model on the cached latents, tokenizer frozen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from vqvdm_core.pipeline.conditions import cycle
+from vqvdm_core.pipeline.context import DENOISER_WEIGHTS, LATENTS_FILE, RunContext, write_json
+from vqvdm_core.pipeline.latent_cache import LatentDataset
+from vqvdm_core.pipeline.validation import MetricSet
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    out = ctx.run.stage_dir("denoiser")
+    settings = ctx.recipe.train.denoiser
+    system = ctx.system(trained=False)
+    meta = ctx.latents_meta()
+    metrics = MetricSet(settings.val_metrics, ctx.device)
+    conditions = cycle(meta, settings.val_clips, fps=ctx.recipe.sample.fps) if settings.val_clips else None
+
+    def validate(model: nn.Module, step: int) -> dict[str, float]:
+        if conditions is None:
+            return {}
+        generator = torch.Generator(device=ctx.device).manual_seed(ctx.recipe.seed)
+        video = model.sample(  # type: ignore[operator]
+            len(conditions),
+            labels=torch.tensor(conditions.labels, device=ctx.device),
+            fps=torch.tensor(conditions.fps, device=ctx.device),
+            steps=ctx.recipe.sample.steps, sampler=ctx.recipe.sample.sampler, generator=generator,
+        ).float().clamp(-1, 1)
+        from vqvdm_core.video_io import write_grid
+
+        write_grid(video.cpu(), out / "val" / f"samples_step{step:07d}.gif",
+                   fps=float(conditions.fps[0]), nrow=min(len(conditions), 8), labels=conditions.captions)
+        return metrics(fake=video, labels=torch.tensor(conditions.labels), fps=torch.tensor(conditions.fps))
+
+    from vqvdm_core.engine import Trainer
+
+    trainer = Trainer(system, settings, out_dir=out, device=ctx.device, seed=ctx.recipe.seed,
+                      collate_fn=default_collate, validate=validate, description="denoiser")
+    result = trainer.fit(LatentDataset(ctx.run.stage_dir("latents") / LATENTS_FILE))
+    trainer.export_weights(out / DENOISER_WEIGHTS, ema=True)
+    final = dict(result.final)
+    write_json(out / "metrics.json", final)
+    ctx.say(f"denoiser trained for {result.step} steps -> {out / DENOISER_WEIGHTS}")
+    return {"steps": result.step, "final": final}

@@ -1,0 +1,60 @@
+"""Stage ``latents``: encode the training set once with the frozen tokenizer and cache it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from vqvdm_core.devices import autocast
+from vqvdm_core.pipeline.context import LATENTS_FILE, RunContext
+from vqvdm_core.pipeline.latent_cache import save_latents
+from vqvdm_core.progress import progress
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    from vqvdm_core.data.loader import collate_clips
+
+    settings = ctx.recipe.latents
+    tokenizer = ctx.tokenizer()
+    dataset = ctx.dataset("train")
+    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=False,
+                        num_workers=settings.num_workers, collate_fn=collate_clips)
+    latents, fps, labels = [], [], []
+    encode_seconds = 0.0
+    total = settings.epochs * len(loader)
+    with progress(ctx.console, total, "latents") as advance, torch.no_grad():
+        for epoch in range(settings.epochs):
+            # Random clip positions differ per pass but are reproducible from the seed.
+            torch.manual_seed(ctx.recipe.seed * 1_000 + epoch)
+            for batch in loader:
+                video = batch["video"].to(ctx.device, non_blocking=True)
+                start = time.perf_counter()
+                with autocast(ctx.device, settings.precision):
+                    z = tokenizer.encode(video)
+                latents.append(z.float().cpu())
+                encode_seconds += time.perf_counter() - start
+                fps.append(batch["fps"])
+                labels.append(batch["label"])
+                advance(1)
+    latent = torch.cat(latents)
+    fps_t, label_t = torch.cat(fps), torch.cat(labels)
+    std = float(latent.std())
+    scale = 1.0 / std if settings.scale == "auto" else float(settings.scale)
+    save_latents(ctx.run.stage_dir("latents") / LATENTS_FILE, latent, fps_t, label_t)
+    info = {
+        "count": int(latent.shape[0]),
+        "latent_shape": list(latent.shape[1:]),
+        "clip_shape": list(dataset.clip_shape),
+        "num_classes": dataset.num_classes,
+        "class_names": dataset.class_names or [],
+        "fps_values": sorted({round(float(f), 4) for f in fps_t.tolist()}),
+        "latent_std": std,
+        "scale": scale,
+        "encode_seconds_per_clip": encode_seconds / max(1, int(latent.shape[0])),
+    }
+    ctx.say(f"cached {info['count']} latents of shape {tuple(info['latent_shape'])} "
+            f"(std {std:.3f}, scale {scale:.3f})")
+    return info
