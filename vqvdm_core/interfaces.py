@@ -327,6 +327,11 @@ class VideoDataset(Configurable, torch.utils.data.Dataset, abc.ABC):
         return None
 
     @property
+    def skipped(self) -> dict[str, str]:
+        """Files left out because they were corrupt, unreadable or too short: path -> reason."""
+        return {}
+
+    @property
     def num_classes(self) -> int:
         """Number of classes (0 for unlabelled data)."""
         names = self.class_names

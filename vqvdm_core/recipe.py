@@ -13,6 +13,7 @@ import copy
 import difflib
 import hashlib
 import json
+import typing
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -55,7 +56,8 @@ class ComponentSpec(Strict):
             return {"name": data}
         if isinstance(data, dict) and "options" not in data:
             rest = {k: v for k, v in data.items() if k != "name"}
-            return {"name": data.get("name"), "options": rest}
+            # Leave a missing name missing, so that it is reported as "required field is missing".
+            return {**({"name": data["name"]} if "name" in data else {}), "options": rest}
         return data
 
     @property
@@ -66,14 +68,14 @@ class ComponentSpec(Strict):
 
     def resolve(self, kind: str, registry: Registry = REGISTRY) -> Any:
         cls = registry.load(kind, self.name)
-        self._config = cls.Config(**self.options)
+        self._config = cls.Config.model_validate(self.options)
         return self._config
 
     def build(self, kind: str, registry: Registry = REGISTRY, **wired: Any) -> Any:
         """Build the component; ``wired`` fills fields the system derives (``in_channels``...)
         where the recipe left them unset."""
         cls = registry.load(kind, self.name)
-        config = self._config if self._config is not None else cls.Config(**self.options)
+        config = self._config if self._config is not None else cls.Config.model_validate(self.options)
         updates = {k: v for k, v in wired.items() if k in type(config).model_fields
                    and getattr(config, k) is None}
         if updates:
@@ -156,6 +158,8 @@ class LatentSettings(Strict):
     scale: float | Literal["auto"] = Field(
         "auto", description="latent scaling; 'auto' normalises latents to unit variance"
     )
+    precision: Precision = Field("fp32", description="autocast precision of encoding")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
 
 class SampleSettings(Strict):
@@ -171,7 +175,7 @@ class SampleSettings(Strict):
     guidance_scale: float | None = Field(None, description="null = the guidance component's scale")
     batch_size: int = Field(8, ge=1)
     formats: list[Literal["mp4", "gif"]] = Field(default_factory=lambda: ["mp4", "gif"])
-    use_ema: bool = True
+    precision: Precision = Field("fp32", description="autocast precision of sampling")
 
 
 class EvaluateSettings(Strict):
@@ -182,8 +186,26 @@ class EvaluateSettings(Strict):
     batch_size: int = Field(8, ge=1)
     steps: int | None = Field(100, ge=1)
     sampler: str | None = None
-    guidance_scale: float | None = None
+    guidance_scales: list[float] | None = Field(
+        None, description="evaluate at each of these guidance scales; null = the guidance's scale"
+    )
     real: Literal["val", "train"] = Field("val", description="which clips form the real set")
+    precision: Precision = Field("fp32", description="autocast precision of sampling")
+
+
+COMPONENT_SLOTS: tuple[tuple[str, str, bool], ...] = (
+    ("data.train", "dataset", False),
+    ("data.val", "dataset", False),
+    ("tokenizer", "tokenizer", False),
+    ("denoiser", "denoiser", False),
+    ("schedule", "schedule", False),
+    ("conditioners", "conditioner", True),
+    ("guidance", "guidance", False),
+    ("train.tokenizer.val_metrics", "metric", True),
+    ("train.denoiser.val_metrics", "metric", True),
+    ("evaluate.metrics", "metric", True),
+)
+"""Where a recipe holds component nodes: ``(path, kind, is a list of nodes)``."""
 
 
 class Recipe(Strict):
@@ -214,20 +236,17 @@ class Recipe(Strict):
 
     def components(self) -> Iterator[tuple[str, str, ComponentSpec]]:
         """Every component node as ``(recipe path, kind, spec)``."""
-        yield "data.train", "dataset", self.data.train
-        if self.data.val is not None:
-            yield "data.val", "dataset", self.data.val
-        yield "tokenizer", "tokenizer", self.tokenizer
-        yield "denoiser", "denoiser", self.denoiser
-        yield "schedule", "schedule", self.schedule
-        for i, spec in enumerate(self.conditioners):
-            yield f"conditioners.{i}", "conditioner", spec
-        yield "guidance", "guidance", self.guidance
-        for stage in ("tokenizer", "denoiser"):
-            for i, spec in enumerate(getattr(self.train, stage).val_metrics):
-                yield f"train.{stage}.val_metrics.{i}", "metric", spec
-        for i, spec in enumerate(self.evaluate.metrics):
-            yield f"evaluate.metrics.{i}", "metric", spec
+        for slot, kind, many in COMPONENT_SLOTS:
+            value: Any = self
+            for part in slot.split("."):
+                value = getattr(value, part)
+            if value is None:
+                continue
+            if many:
+                for i, spec in enumerate(value):
+                    yield f"{slot}.{i}", kind, spec
+            else:
+                yield slot, kind, value
 
     def dump(self) -> dict[str, Any]:
         """The resolved recipe: every field, component defaults filled, JSON-safe."""
@@ -237,7 +256,11 @@ class Recipe(Strict):
         return out
 
     def hash(self, *paths: str) -> str:
-        """A stable hash of the resolved recipe parts at ``paths`` (all of it when none)."""
+        """A stable hash of the resolved recipe parts at ``paths`` (all of it when none).
+
+        A path that names no part of a recipe (a typo) raises ``KeyError``: it would otherwise
+        hash as "absent" and never change.
+        """
         data = self.dump()
         parts = {p: _get_path(data, p.split(".")) for p in paths} if paths else data
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -278,9 +301,10 @@ def load_recipe(
         if not isinstance(raw, dict):
             raise RecipeError([("", "a recipe must be a YAML mapping")], source=label)
     problems: list[tuple[str, str]] = []
+    overridden: dict[str, str] = {}
     for item in overrides:
         try:
-            apply_override(raw, item)
+            overridden[apply_override(raw, item)] = item
         except ValueError as exc:
             problems.append(("--set", str(exc)))
     if problems:
@@ -289,21 +313,54 @@ def load_recipe(
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(_located(_pydantic_problems(exc), lines), source=label) from None
+        # Report the structure's problems AND those of every component node that can be checked,
+        # so that one `vqvdm validate` shows everything to fix.
+        problems = _pydantic_problems(exc, model=Recipe)
+        reported = [path for path, _ in problems]
+        for path, kind, node in _raw_components(raw):
+            if any(r == path or r.startswith(path + ".") for r in reported):
+                continue
+            try:
+                spec = ComponentSpec.model_validate(node)
+            except ValidationError:
+                continue
+            problems.extend(_component_problems(path, kind, spec, registry))
+        raise RecipeError(_located(problems, lines, overridden), source=label) from None
     recipe._source = label
 
     for path, kind, spec in recipe.components():
-        try:
-            spec.resolve(kind, registry)
-        except ComponentError as exc:
-            problems.append((f"{path}.name", str(exc)))
-        except ValidationError as exc:
-            cls = registry.load(kind, spec.name)
-            fields = list(cls.Config.model_fields)
-            problems.extend(_pydantic_problems(exc, prefix=path, known_fields=fields))
+        problems.extend(_component_problems(path, kind, spec, registry))
     if problems:
-        raise RecipeError(_located(problems, lines), source=label)
+        raise RecipeError(_located(problems, lines, overridden), source=label)
     return recipe
+
+
+def _component_problems(path: str, kind: str, spec: ComponentSpec,
+                        registry: Registry) -> list[tuple[str, str]]:
+    """Phase two for one node: look its name up and validate its fields against its ``Config``."""
+    try:
+        spec.resolve(kind, registry)
+    except ComponentError as exc:
+        return [(f"{path}.name", str(exc))]
+    except ValidationError as exc:
+        fields = list(registry.load(kind, spec.name).Config.model_fields)
+        return _pydantic_problems(exc, prefix=path, known_fields=fields)
+    return []
+
+
+def _raw_components(raw: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """The component nodes of unvalidated recipe data, as ``(recipe path, kind, node)``."""
+    for slot, kind, many in COMPONENT_SLOTS:
+        node: Any = raw
+        for part in slot.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            continue
+        if not many:
+            yield slot, kind, node
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                yield f"{slot}.{i}", kind, item
 
 
 def validate_recipes(paths: Iterable[str | Path], overrides: Sequence[str] = ()) -> dict[str, RecipeError | None]:
@@ -323,8 +380,13 @@ def save_recipe(recipe: Recipe, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(recipe.dump(), sort_keys=False))
 
 
-def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one ``dotted.path=value`` override to ``data`` in place."""
+def apply_override(data: dict[str, Any], item: str) -> str:
+    """Apply one ``dotted.path=value`` override to ``data`` in place; return the dotted path.
+
+    The value is parsed as YAML (``3`` is an int, ``[0, 1]`` a list, ``null`` None). Missing
+    mappings on the way are created; a bare component name on the way (``schedule: ddpm``) becomes
+    the node ``{name: ddpm}`` so that ``schedule.num_train_steps=50`` can set one of its fields.
+    """
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override '{item}' is not of the form dotted.path=value")
@@ -332,38 +394,51 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as exc:
         raise ValueError(f"override '{item}': value is not valid YAML: {exc}") from None
-    parts = key.strip().split(".")
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise ValueError(f"override '{item}': '{key.strip()}' has an empty part")
     node: Any = data
     for depth, part in enumerate(parts[:-1]):
         here = ".".join(parts[: depth + 1])
         if isinstance(node, list):
-            node = node[_index(part, node, here)]
-        elif isinstance(node, dict):
+            slot: Any = _index(part, node, here)
+        else:  # a mapping: the loop only descends into mappings and lists
+            slot = part
             if node.get(part) is None:
                 node[part] = {}
-            node = node[part]
-        else:
-            raise ValueError(f"override '{item}': '{here}' is not a mapping or list")
+        child = node[slot]
+        if isinstance(child, str):
+            child = node[slot] = {"name": child}  # a bare component name
+        if not isinstance(child, (dict, list)):
+            raise ValueError(
+                f"override '{item}': '{here}' is a {type(child).__name__}, not a mapping or list"
+            )
+        node = child
     last = parts[-1]
     if isinstance(node, list):
-        node[_index(last, node, key)] = parsed
-    elif isinstance(node, dict):
-        node[last] = parsed
+        node[_index(last, node, key.strip())] = parsed
     else:
-        raise ValueError(f"override '{item}': cannot set '{last}' inside a {type(node).__name__}")
+        node[last] = parsed
+    return ".".join(parts)
 
 
 def _index(part: str, node: list[Any], where: str) -> int:
     try:
         i = int(part)
+        if i < 0:
+            raise IndexError(i)
         node[i]
     except (ValueError, IndexError):
-        raise ValueError(f"'{where}': list index '{part}' is not in 0..{len(node) - 1}") from None
+        span = f"0..{len(node) - 1}" if node else "empty (the list has no items)"
+        raise ValueError(f"'{where}': list index '{part}' is not in {span}") from None
     return i
 
 
 def _pydantic_problems(exc: ValidationError, *, prefix: str = "",
-                       known_fields: list[str] | None = None) -> list[tuple[str, str]]:
+                       known_fields: list[str] | None = None,
+                       model: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    """``(recipe path, message)`` per error; an unknown field names its nearest known field, taken
+    from ``known_fields`` or, for errors of ``model`` itself, from the model at the error's place."""
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
@@ -372,7 +447,10 @@ def _pydantic_problems(exc: ValidationError, *, prefix: str = "",
         path = ".".join(([prefix] if prefix else []) + loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden" and loc:
-            candidates = known_fields if known_fields is not None else []
+            candidates = known_fields
+            if candidates is None:
+                parent = _model_at(model, loc[:-1]) if model is not None else None
+                candidates = list(parent.model_fields) if parent is not None else []
             near = difflib.get_close_matches(loc[-1], candidates, n=1, cutoff=0.6)
             msg = f"unknown field '{loc[-1]}'" + (f"; did you mean '{near[0]}'?" if near else "")
             if candidates:
@@ -383,9 +461,39 @@ def _pydantic_problems(exc: ValidationError, *, prefix: str = "",
     return out
 
 
-def _located(problems: list[tuple[str, str]], lines: dict[str, int]) -> list[tuple[str, str]]:
+def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    """The pydantic model that validates the value at ``loc`` inside ``model`` (None if unknown)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None:
+            return None
+        if part.isdigit():  # an index into a list field: same item model
+            continue
+        info = current.model_fields.get(part)
+        current = _model_in(info.annotation) if info is not None else None
+    return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):  # Optional[M], list[M], ...
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _located(problems: list[tuple[str, str]], lines: dict[str, int],
+             overridden: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """Append where each problem comes from: the ``--set`` that wrote it, or its YAML line."""
+    overridden = overridden or {}
     out = []
     for path, msg in problems:
+        setters = [k for k in overridden if path == k or path.startswith(k + ".")]
+        if setters:
+            out.append((path, f"{msg} (from --set {overridden[max(setters, key=len)]})"))
+            continue
         line = _nearest_line(path, lines)
         out.append((path, f"{msg} (line {line})" if line else msg))
     return out
@@ -424,10 +532,17 @@ def _line_map(text: str) -> dict[str, int]:
 
 
 def _get_path(data: Any, parts: list[str]) -> Any:
-    for part in parts:
-        data = data[int(part)] if isinstance(data, list) else data.get(part)
-        if data is None:
-            return None
+    """The value at ``parts``; ``KeyError`` naming the path when the recipe has no such part."""
+    for depth, part in enumerate(parts):
+        try:
+            if isinstance(data, list):
+                data = data[int(part)]
+            elif isinstance(data, dict):
+                data = data[part]
+            else:
+                raise KeyError(part)
+        except (KeyError, IndexError, ValueError):
+            raise KeyError(f"the recipe has no part '{'.'.join(parts[: depth + 1])}'") from None
     return data
 
 

@@ -10,12 +10,16 @@ From Python, :func:`register` adds a class for this process only (an ablation wi
 
 from __future__ import annotations
 
+import ast
 import difflib
+import importlib.machinery
+import importlib.util
 import inspect
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -68,10 +72,96 @@ class Entry:
         return f"{self.distribution} ({self.target})"
 
     def summary(self) -> str:
-        """First docstring line of the class; empty until it is loaded."""
-        if self.obj is None or not self.obj.__doc__:
-            return ""
-        return inspect.cleandoc(self.obj.__doc__).splitlines()[0]
+        """First docstring line of the class, read from its source file without importing it."""
+        doc = self.obj.__doc__ if self.obj is not None else static_docstring(self.target)
+        return inspect.cleandoc(doc).splitlines()[0] if doc else ""
+
+
+_NO_SOURCE_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES) + tuple(
+    importlib.machinery.BYTECODE_SUFFIXES
+)
+
+
+def _module_file(module: str) -> tuple[Path | None, bool]:
+    """``(source file, exists)`` of ``module`` on ``sys.path``, found WITHOUT importing it or its parents.
+
+    Follows the import system's order: in each search location a regular package (a directory with
+    ``__init__.py``) or a module file wins; a directory without ``__init__.py`` is a namespace-package
+    portion, used only when no location holds a regular package or module of that name. ``exists`` is
+    False only when the module certainly cannot be found; a module that exists without Python source
+    (an extension module, bytecode only, a namespace package) gives ``(None, True)``.
+    """
+    parts = module.split(".")
+    try:
+        top = importlib.util.find_spec(parts[0])  # a top-level lookup executes nothing
+    except (ImportError, ValueError):
+        return None, False
+    if top is None:
+        return None, False
+    if len(parts) == 1:
+        origin = top.origin or ""
+        return (Path(origin), True) if origin.endswith(".py") else (None, True)
+    locations = list(top.submodule_search_locations or [])
+    if not locations:  # a plain module has no submodules
+        return None, False
+    for i, part in enumerate(parts[1:], start=1):
+        last = i == len(parts) - 1
+        namespace: list[str] = []
+        for loc in map(Path, locations):
+            if (loc / part / "__init__.py").is_file():
+                if last:
+                    return loc / part / "__init__.py", True
+                locations = [str(loc / part)]
+                break
+            if (loc / f"{part}.py").is_file():
+                # A module: the target itself, or a parent that cannot hold submodules.
+                return (loc / f"{part}.py", True) if last else (None, False)
+            if any((loc / f"{part}{suffix}").is_file() for suffix in _NO_SOURCE_SUFFIXES):
+                return None, True  # compiled: only an import can tell
+            if (loc / part).is_dir():
+                namespace.append(str(loc / part))
+        else:
+            if not namespace:
+                return None, False
+            if last:
+                return None, True  # a namespace package has no source of its own
+            locations = namespace
+    return None, True
+
+
+def _static_class(target: str) -> tuple[ast.ClassDef | None, str | None]:
+    """Find the class ``module:Class`` by parsing source without importing: (node, problem)."""
+    module, _, attr = target.partition(":")
+    try:
+        path, exists = _module_file(module)
+        if not exists:
+            return None, f"module '{module}' not found"
+        if path is None:
+            return None, None
+        tree: ast.AST = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        return None, f"SyntaxError in {exc.filename}:{exc.lineno}: {exc.msg}"
+    except (OSError, ValueError, ImportError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    node: ast.AST = tree
+    for name in attr.split("."):  # nested classes: Outer.Inner
+        found = [n for n in getattr(node, "body", []) if isinstance(n, ast.ClassDef) and n.name == name]
+        if not found:
+            # It may be defined dynamically or re-exported: only an import can tell.
+            return None, None
+        node = found[-1]  # the last definition wins, as at run time
+    return (node, None) if isinstance(node, ast.ClassDef) else (None, None)
+
+
+def static_docstring(target: str) -> str | None:
+    """Docstring of the class ``module:Class`` parsed from source, or None if it cannot be found."""
+    node, _ = _static_class(target)
+    return ast.get_docstring(node) if node is not None else None
+
+
+def static_problem(target: str) -> str | None:
+    """Why ``module:Class`` certainly cannot be imported, judged from source only (or None)."""
+    return _static_class(target)[1]
 
 
 def _interface(kind: str) -> type:

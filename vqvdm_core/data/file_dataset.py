@@ -81,15 +81,14 @@ class FileClipDataset(VideoDataset):
 
     def __init__(self, config: ClipConfig | None = None, **overrides: Any):
         self.config = self.resolve_config(config, overrides)
-        self.skipped: dict[str, str] = {}
-        """Path -> reason of every video left out (at indexing, or found bad while loading)."""
+        self._skipped: dict[str, str] = {}
         records, self._class_names = self.index()
         span = clip_span(self.config.frames, self.config.frame_stride)
         candidates = len(records) + len(self.skipped)
         self.records: list[VideoRecord] = []
         for record in records:
             if record.num_frames < span:
-                self.skipped[record.path] = (
+                self._skipped[record.path] = (
                     f"too short: {record.num_frames} frames, a clip needs {span} "
                     f"({self.config.frames} frames x stride {self.config.frame_stride})")
             else:
@@ -99,6 +98,11 @@ class FileClipDataset(VideoDataset):
             raise MissingFileError(self._empty_message(candidates))
         if self.skipped:
             self._warn_summary(candidates)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Path -> reason of every video left out (at indexing, or found bad while loading)."""
+        return self._skipped
 
     # ---- what a subclass provides ------------------------------------------------------------
 
@@ -127,7 +131,7 @@ class FileClipDataset(VideoDataset):
 
     def skip(self, path: str | Path, reason: str) -> None:
         """Record that ``path`` is left out, and why (``"category: details"``)."""
-        self.skipped[str(path)] = reason
+        self._skipped[str(path)] = reason
 
     def skip_counts(self) -> dict[str, int]:
         """Number of skipped videos per reason category (``too short``, ``unreadable``, ...)."""
