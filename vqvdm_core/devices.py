@@ -1,0 +1,120 @@
+"""Devices and mixed precision: pick a device from a recipe string, autocast, synchronize.
+
+``resolve_device("auto")`` picks CUDA when present, then Apple's MPS, then the CPU. Under
+``torchrun`` a bare ``"cuda"`` (or ``"auto"``) means this process's GPU, ``cuda:$LOCAL_RANK``.
+
+Precision ``"bf16"`` autocasts to bfloat16 on CPU and CUDA (and MPS where torch supports it);
+``"fp16"`` autocasts to float16 on CUDA only (the engine pairs it with a ``GradScaler``);
+``"fp32"`` is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from vqvdm_core.errors import UserError
+
+__all__ = [
+    "DeviceError",
+    "autocast",
+    "autocast_dtype",
+    "check_precision",
+    "resolve_device",
+    "synchronize",
+]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class DeviceError(UserError):
+    """A device or precision this machine cannot provide."""
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``"auto" | "cpu" | "cuda" | "cuda:N" | "mps"`` -> a :class:`torch.device` that exists here."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    text = spec.strip().lower()
+    local_rank = os.environ.get("LOCAL_RANK")
+    if text == "auto":
+        if torch.cuda.is_available():
+            text = "cuda"
+        elif _mps_available():
+            return torch.device("mps")
+        else:
+            return torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "mps":
+        if not _mps_available():
+            raise DeviceError("device 'mps' was asked for but Apple's MPS backend is not available "
+                              "here; use device: auto or device: cpu")
+        return torch.device("mps")
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device '{spec}' was asked for but CUDA is not available here "
+                              "(no GPU or a CPU-only torch); use device: auto or device: cpu")
+        if text == "cuda":
+            index = int(local_rank) if local_rank is not None else torch.cuda.current_device()
+        else:
+            try:
+                index = int(text.split(":", 1)[1])
+            except ValueError:
+                raise DeviceError(f"device '{spec}' is not of the form cuda:N") from None
+        count = torch.cuda.device_count()
+        if not 0 <= index < count:
+            raise DeviceError(f"device '{spec}' does not exist: this machine has {count} CUDA "
+                              f"device(s), cuda:0..cuda:{count - 1}")
+        return torch.device("cuda", index)
+    raise DeviceError(f"unknown device '{spec}'; use auto, cpu, cuda, cuda:N or mps")
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (``None`` for fp32)."""
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise a :class:`DeviceError` when ``device`` cannot run ``precision``."""
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return
+    kind = device.type
+    if precision == "fp16" and kind != "cuda":
+        raise DeviceError(f"precision fp16 needs a CUDA device (it trains with a gradient scaler); "
+                          f"on {kind} use precision: bf16 or fp32")
+    if precision == "bf16":
+        if kind == "cuda" and not torch.cuda.is_bf16_supported():
+            raise DeviceError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16 "
+                              "support; use precision: fp16 or fp32")
+        if kind not in ("cpu", "cuda", "mps"):
+            raise DeviceError(f"precision bf16 is not supported on {kind}; use fp32")
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager[None]:
+    """A context that runs its block in ``precision`` on ``device`` (no-op for fp32)."""
+    device = torch.device(device)
+    check_precision(device, precision)
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on ``device`` to finish (for timing); a no-op on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps" and _mps_available():
+        torch.mps.synchronize()

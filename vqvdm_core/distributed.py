@@ -1,0 +1,194 @@
+"""Multi-process training: the process group from ``torchrun``'s environment, and the few collectives
+the engine needs.
+
+Launched as ``torchrun --nproc_per_node N -m vqvdm ...`` (or any launcher that sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``), :func:`init_from_env` joins
+the process group: NCCL when CUDA is available, gloo otherwise (``VQVDM_DIST_BACKEND`` overrides).
+Launched as a plain ``python``, every function here is a no-op for a world of one process.
+
+The engine does not wrap models in ``DistributedDataParallel``: a model with several optimizer
+groups (a GAN) runs several backward passes per forward, which DDP's reducer does not support.
+Instead each group's gradients are averaged with :func:`all_reduce_gradients` right before that
+group's optimizer steps -- the same average DDP computes, once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+__all__ = [
+    "all_gather_object",
+    "all_reduce_gradients",
+    "all_reduce_mean",
+    "barrier",
+    "broadcast_module",
+    "broadcast_tensors",
+    "cleanup",
+    "init_from_env",
+    "is_distributed",
+    "is_main",
+    "local_rank",
+    "rank",
+    "world_size",
+]
+
+
+def init_from_env(*, timeout_minutes: float = 30.0) -> bool:
+    """Join the process group described by ``torchrun``'s environment; True if distributed.
+
+    Idempotent. A no-op (returns False) when ``WORLD_SIZE`` is unset or 1.
+    """
+    if not dist.is_available():
+        return False
+    if dist.is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        from vqvdm_core.errors import UserError
+
+        raise UserError(f"WORLD_SIZE is set but {', '.join(missing)} is not: launch multi-process "
+                        "training with `torchrun --nproc_per_node N ...`")
+    backend = os.environ.get("VQVDM_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend, init_method="env://",
+                            timeout=timedelta(minutes=timeout_minutes))
+    return True
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's global rank (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (``LOCAL_RANK``; 0 when not set)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    """True on the process that writes files and shows progress (rank 0)."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every process (no-op when not distributed)."""
+    if not is_distributed():
+        return
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Leave the process group (no-op when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _comm_device(tensor: Tensor) -> torch.device:
+    """Where a collective on ``tensor`` must run: NCCL needs CUDA tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu") if tensor.device.type not in ("cpu", "cuda") else tensor.device
+
+
+def all_reduce_mean(tensor: Tensor) -> Tensor:
+    """The element-wise mean of ``tensor`` over processes (a new tensor; identity when alone)."""
+    if not is_distributed():
+        return tensor
+    work = tensor.detach().to(_comm_device(tensor), copy=True)
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return (work / dist.get_world_size()).to(tensor.device)
+
+
+def all_reduce_gradients(params: Sequence[nn.Parameter]) -> None:
+    """Average ``params``' gradients over processes, as DistributedDataParallel would.
+
+    A parameter without a gradient on some process contributes zeros there; one without a
+    gradient on every process keeps ``grad = None`` (so its optimizer skips it, as it would
+    when training alone). Gradients are flattened per dtype into one buffer per collective.
+    """
+    if not is_distributed() or not params:
+        return
+    world = dist.get_world_size()
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+    has_grad = has_grad.to(_comm_device(params[0]))
+    dist.all_reduce(has_grad, op=dist.ReduceOp.SUM)
+    used = [p for p, n in zip(params, has_grad.tolist()) if n > 0]
+    for p in used:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
+    for p in used:
+        by_dtype.setdefault(p.grad.dtype, []).append(p)
+    for group in by_dtype.values():
+        grads = [p.grad for p in group]
+        flat = torch.cat([g.reshape(-1) for g in grads]).to(_comm_device(grads[0]))
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= world
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g))
+            offset += n
+
+
+def broadcast_tensors(tensors: Sequence[Tensor], *, src: int = 0) -> None:
+    """Copy ``tensors`` in place from process ``src`` to every process (one collective per dtype)."""
+    if not is_distributed() or not tensors:
+        return
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    with torch.no_grad():
+        for dtype, group in by_dtype.items():
+            wire = torch.uint8 if dtype == torch.bool else dtype
+            flat = torch.cat([t.detach().reshape(-1).to(wire) for t in group]).to(_comm_device(group[0]))
+            dist.broadcast(flat, src=src)
+            offset = 0
+            for t in group:
+                n = t.numel()
+                t.copy_(flat[offset:offset + n].view(t.shape).to(dtype))
+                offset += n
+
+
+def broadcast_module(module: nn.Module, *, src: int = 0, parameters: bool = True,
+                     buffers: bool = True) -> None:
+    """Copy ``module``'s parameters and/or buffers from process ``src`` to every process."""
+    tensors: list[Tensor] = []
+    if parameters:
+        tensors += [p.data for p in module.parameters()]
+    if buffers:
+        tensors += list(module.buffers())
+    broadcast_tensors(tensors, src=src)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """``obj`` from every process, by rank (``[obj]`` when alone). Pickles in memory between our
+    own processes only; never used for anything read from disk."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

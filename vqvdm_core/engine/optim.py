@@ -1,0 +1,85 @@
+"""One optimizer (and one learning-rate warm-up) per optimizer group of a trainable model.
+
+The model names its groups (``optimizer_groups()``: ``{"generator": [...], "discriminator": [...]}``);
+the recipe's ``train.<stage>.optimizer`` applies to every group and ``param_groups.<group>``
+overrides fields for one group. Warm-up is linear: during optimizer step ``s`` (0-based) the
+learning rate is ``lr * min(1, (s + 1) / warmup_steps)``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.optim import Adam, AdamW, Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from vqvdm_core.errors import UserError
+from vqvdm_core.recipe import OptimizerSettings, TrainSettings
+
+__all__ = ["OptimizerGroupError", "build_optimizer", "build_warmup", "trained_groups"]
+
+
+class OptimizerGroupError(UserError):
+    """The model's optimizer groups and the recipe's ``param_groups`` do not fit together."""
+
+
+def trained_groups(groups: dict[str, list[nn.Parameter]], settings: TrainSettings,
+                   *, model_name: str) -> dict[str, list[nn.Parameter]]:
+    """Check the model's groups against the recipe; keep only parameters that require grad.
+
+    Raises :class:`OptimizerGroupError` for an empty group, a parameter in two groups, or a
+    ``param_groups`` entry naming a group the model does not have.
+    """
+    if not groups:
+        raise OptimizerGroupError(f"{model_name}.optimizer_groups() returned no groups: nothing to train")
+    unknown = sorted(set(settings.param_groups) - set(groups))
+    if unknown:
+        raise OptimizerGroupError(
+            f"param_groups names {', '.join(repr(u) for u in unknown)} but {model_name} has the "
+            f"optimizer groups {', '.join(repr(g) for g in groups)}"
+        )
+    owner: dict[int, str] = {}
+    out: dict[str, list[nn.Parameter]] = {}
+    for name, params in groups.items():
+        kept = []
+        for p in params:
+            if not p.requires_grad:
+                continue
+            if id(p) in owner:
+                if owner[id(p)] == name:
+                    continue
+                raise OptimizerGroupError(f"{model_name}: a parameter is in both optimizer groups "
+                                          f"'{owner[id(p)]}' and '{name}'; each must be in one group")
+            owner[id(p)] = name
+            kept.append(p)
+        if not kept:
+            raise OptimizerGroupError(f"{model_name}: optimizer group '{name}' has no parameters "
+                                      "that require gradients")
+        out[name] = kept
+    return out
+
+
+def build_optimizer(params: list[nn.Parameter], settings: OptimizerSettings) -> Optimizer:
+    """An Adam or AdamW optimizer over ``params`` with the recipe's hyper-parameters."""
+    cls = {"adamw": AdamW, "adam": Adam}[settings.name]
+    return cls(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
+               weight_decay=settings.weight_decay)
+
+
+class LinearWarmup:
+    """``min(1, (step + 1) / warmup_steps)``: the learning-rate factor of a linear warm-up.
+
+    A class (not a lambda) so the scheduler's state dict stays plain data.
+    """
+
+    def __init__(self, warmup_steps: int):
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps <= 0:
+            return 1.0
+        return min(1.0, (step + 1) / self.warmup_steps)
+
+
+def build_warmup(optimizer: Optimizer, settings: OptimizerSettings) -> LambdaLR:
+    """The linear warm-up scheduler of ``optimizer``; call ``.step()`` after each optimizer step."""
+    return LambdaLR(optimizer, LinearWarmup(settings.warmup_steps))

@@ -1,0 +1,552 @@
+"""The training loop every trainable component shares (the tokenizer's GAN, the denoiser).
+
+One optimizer step, for ``grad_accum`` micro-batches ``k`` and the model's losses in the order
+``TrainStep.losses`` lists them::
+
+    clear every trained gradient
+    for k in micro-batches:
+        losses = model.training_step(batch_k, step=step)         # under autocast
+        stop if any loss (averaged over processes) is not finite
+        for group, loss in losses (in order):
+            grad of (loss / grad_accum) w.r.t. *this group's* parameters only, added to .grad
+            (retain_graph for all but the last loss)
+            if k is the last micro-batch:
+                average the group's gradients over processes
+                unscale (fp16), clip, step the group's optimizer and its warm-up
+    update the fp16 scaler; update the EMA
+
+Gradients are taken with ``torch.autograd.grad(loss, group_params)``, so a loss only ever
+reaches its own group's ``.grad``: the generator's loss flows through the discriminator without
+leaving gradients on it, and each group's gradient accumulates over micro-batches untouched by
+the other groups' backward passes. See ``docs/engine.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from vqvdm_core import distributed as dist
+from vqvdm_core.devices import autocast, check_precision
+from vqvdm_core.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    save_weights,
+)
+from vqvdm_core.engine.ema import EMA
+from vqvdm_core.engine.loader import DataPosition, InfiniteLoader, LoaderError
+from vqvdm_core.engine.logging import MetricsLog, TrainProgress
+from vqvdm_core.engine.optim import build_optimizer, build_warmup, trained_groups
+from vqvdm_core.errors import ComponentError, UserError
+from vqvdm_core.interfaces import TrainStep
+from vqvdm_core.recipe import TrainSettings
+from vqvdm_core.seeding import capture_rng_state, derive_seed, fork_rng, restore_rng_state, seed_everything
+
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer"]
+
+CHECKPOINT_NAME = "last.pt"
+METRICS_NAME = "metrics.jsonl"
+CURVES_NAME = "loss_curves.png"
+
+Validate = Callable[[nn.Module, int], dict[str, float]]
+
+
+class NonFiniteLossError(UserError):
+    """A loss (or gradient, or weight) became NaN or infinite; training stopped.
+
+    ``step`` is the optimizer step, ``group`` the ``TrainStep.losses`` key (or None),
+    ``terms`` the logged terms that were not finite.
+    """
+
+    def __init__(self, message: str, *, step: int, group: str | None = None,
+                 terms: dict[str, float] | None = None):
+        super().__init__(message)
+        self.step = step
+        self.group = group
+        self.terms = terms or {}
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    ``history``: every record of ``metrics.jsonl`` (train and val, tagged), resumed runs included.
+    ``final``: the last training record merged with the last validation results.
+    """
+
+    step: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+
+
+def _model_state(model: nn.Module) -> dict[str, Tensor]:
+    getter = getattr(model, "checkpoint_state_dict", None)
+    return dict(getter() if callable(getter) else model.state_dict())
+
+
+def _load_model_state(model: nn.Module, state: dict[str, Tensor]) -> None:
+    loader = getattr(model, "load_checkpoint_state_dict", None)
+    if callable(loader):
+        loader(state)
+    else:
+        model.load_state_dict(state, strict=True)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _default_collate() -> Callable[[list[Any]], Any]:
+    try:
+        from vqvdm_core.data.loader import collate_clips  # type: ignore[import-not-found]
+    except ImportError:
+        from torch.utils.data import default_collate
+
+        return default_collate
+    return collate_clips  # type: ignore[no-any-return]
+
+
+def _as_float(value: Any) -> float:
+    return float(value.detach().float().mean()) if isinstance(value, Tensor) else float(value)
+
+
+class _Window:
+    """Running means of the values logged since the previous record."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.steps = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, values: Mapping[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+
+class Trainer:
+    """Trains one :class:`~vqvdm_core.interfaces.Trainable` module with a stage's :class:`TrainSettings`.
+
+    ``out_dir`` receives ``checkpoints/last.pt``, ``metrics.jsonl`` and ``loss_curves.png``.
+    ``validate(model, step) -> {name: value}`` runs on rank 0 every ``val_every`` steps and at the
+    end, with EMA weights swapped in when EMA is on, in eval mode under ``torch.no_grad``; its
+    random draws do not disturb training's. ``compile_backend`` is passed to ``torch.compile``
+    when ``settings.compile`` is on.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: TrainSettings,
+        *,
+        out_dir: str | Path,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        validate: Validate | None = None,
+        description: str = "train",
+        console: Console | None = None,
+        compile_backend: str = "inductor",
+    ):
+        name = type(model).__name__
+        if not (isinstance(model, nn.Module) and callable(getattr(model, "optimizer_groups", None))
+                and callable(getattr(model, "training_step", None))):
+            raise ComponentError(f"{name} cannot be trained: it must be an nn.Module implementing "
+                                 "vqvdm_core.interfaces.Trainable (optimizer_groups, training_step)")
+        dist.init_from_env()
+        self.rank = dist.rank()
+        self.world_size = dist.world_size()
+        self.is_main = self.rank == 0
+        if settings.batch_size % self.world_size:
+            raise LoaderError(f"batch_size {settings.batch_size} is the global batch and must be divisible "
+                              f"by the number of processes ({self.world_size})")
+        self.device = torch.device(device)
+        check_precision(self.device, settings.precision)
+        self.settings = settings
+        self.seed = int(seed)
+        self.description = description
+        self.validate = validate
+        self.collate_fn = collate_fn or _default_collate()
+        self.console = console or Console()
+        self.out_dir = Path(out_dir)
+        self.checkpoint_path = self.out_dir / "checkpoints" / CHECKPOINT_NAME
+        self.metrics = MetricsLog(self.out_dir / METRICS_NAME, enabled=self.is_main)
+
+        self.model = model.to(self.device)
+        dist.broadcast_module(self.model)  # every process starts from rank 0's weights
+        self.groups = trained_groups(model.optimizer_groups(), settings, model_name=name)
+        self.optimizers = {g: build_optimizer(ps, settings.optimizer_for(g)) for g, ps in self.groups.items()}
+        self.schedulers = {g: build_warmup(opt, settings.optimizer_for(g)) for g, opt in self.optimizers.items()}
+        self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
+        trained = [p for ps in self.groups.values() for p in ps]
+        self.ema = EMA(model, decay=settings.ema_decay, params=trained) if settings.ema_decay else None
+        self._step_fn: Callable[..., Any] = model.training_step
+        if settings.compile:
+            self._step_fn = torch.compile(model.training_step, backend=compile_backend)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._elapsed_before = 0.0
+        self._t_start = time.perf_counter()
+        self._position = DataPosition()
+        self._last_lr: dict[str, float] = {}
+        self._grad_norms: dict[str, float] = {}
+        self._last_saved_step: int | None = None
+
+    # -- public API --------------------------------------------------------------------------
+
+    def fit(self, dataset: Dataset) -> TrainResult:
+        """Train to ``settings.steps`` optimizer steps, resuming from the last checkpoint if any."""
+        self._t_start = time.perf_counter()
+        resumed = self._resume()
+        self.history = self.metrics.truncate_after(self.step)
+        if self.step >= self.settings.steps:
+            dist.barrier()
+            return self._result()
+        if not resumed:
+            # Rank 0 uses the seed itself; other ranks get independent streams.
+            seed_everything(self.seed if self.rank == 0 else derive_seed(self.seed, "rank", self.rank))
+        dist.broadcast_module(self.model)
+
+        s = self.settings
+        loader = InfiniteLoader(
+            dataset, batch_size=s.batch_size, seed=self.seed, rank=self.rank, world_size=self.world_size,
+            num_workers=s.num_workers, collate_fn=self.collate_fn,
+            pin_memory=self.device.type == "cuda", position=self._position,
+        )
+        progress = TrainProgress(self.console, description=self.description, total=s.steps,
+                                 start=self.step, enabled=self.is_main)
+        window = _Window()
+        try:
+            with progress:
+                if resumed:
+                    progress.message(f"{self.description}: resumed from step {self.step} "
+                                     f"({self.checkpoint_path})")
+                while self.step < s.steps:
+                    values = self._optimizer_step(loader)
+                    self.step += 1
+                    window.add(values)
+                    window.steps += 1
+                    progress.advance(self.step)
+                    last = self.step == s.steps
+                    if self.step % s.log_every == 0 or last:
+                        self._log(window, loader, progress)
+                        window = _Window()
+                    if self.validate is not None and (self.step % s.val_every == 0 or last):
+                        self._run_validation(progress)
+                    if self.step % s.ckpt_every == 0 or last:
+                        self._position = loader.position
+                        self._save_checkpoint()
+        finally:
+            loader.close()
+        if self.is_main:
+            from vqvdm_core.engine.plots import plot_loss_curves
+
+            plot_loss_curves(self.history, self.out_dir / CURVES_NAME, title=self.description)
+        dist.barrier()
+        return self._result()
+
+    def ema_model(self) -> nn.Module:
+        """A copy of the model with the EMA weights, or the model itself when EMA is off."""
+        return self.ema.averaged_copy(self.model) if self.ema is not None else self.model
+
+    def export_weights(self, path: str | Path, *, ema: bool = True) -> Path:
+        """Write the model's weights (EMA ones when ``ema`` and EMA is on) as safetensors (rank 0)."""
+        path = Path(path)
+        use_ema = ema and self.ema is not None
+        if self.is_main:
+            swap = self.ema.swapped_in(self.model) if use_ema else contextlib.nullcontext()  # type: ignore[union-attr]
+            with swap:
+                save_weights(_model_state(self.model), path,
+                             metadata={"step": str(self.step), "ema": str(use_ema).lower()})
+        dist.barrier()
+        return path
+
+    # -- one optimizer step ------------------------------------------------------------------
+
+    def _optimizer_step(self, loader: Iterator[Any]) -> dict[str, float]:
+        accum = self.settings.grad_accum
+        for params in self.groups.values():
+            for p in params:
+                p.grad = None
+        self._grad_norms = {}
+        loss_sums: dict[str, float] = {}
+        log_sums: dict[str, float] = {}
+        keys: list[str] | None = None
+        for micro in range(accum):
+            batch = _to_device(next(loader), self.device)
+            with autocast(self.device, self.settings.precision):
+                out = self._step_fn(batch, step=self.step)
+            losses, logs = self._check_output(out)
+            if keys is None:
+                keys = list(losses)
+            elif list(losses) != keys:
+                raise ComponentError(f"{type(self.model).__name__}.training_step returned losses "
+                                     f"{list(losses)} then {keys} within one optimizer step")
+            values = self._finite_losses(losses, logs)
+            last_micro = micro == accum - 1
+            items = list(losses.items())
+            for i, (group, loss) in enumerate(items):
+                self._accumulate(group, loss / accum, retain_graph=i < len(items) - 1)
+                if last_micro:
+                    self._step_group(group)
+            for k, v in values.items():
+                loss_sums[k] = loss_sums.get(k, 0.0) + v / accum
+            for k, v in logs.items():
+                log_sums[k] = log_sums.get(k, 0.0) + v / accum
+        if self.scaler is not None:
+            self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        if self.world_size > 1:
+            # Like DDP's broadcast_buffers, rank 0's buffers (running statistics, EMA codebooks)
+            # are authoritative -- for modules in train mode only: a frozen part in eval mode
+            # (the tokenizer inside the denoiser stage) does not change its buffers.
+            dist.broadcast_tensors([b for m in self.model.modules() if m.training
+                                    for b in m.buffers(recurse=False)])
+        out_values = {f"loss/{k}": v for k, v in loss_sums.items()}
+        out_values.update(log_sums)
+        out_values.update({f"grad_norm/{k}": v for k, v in self._grad_norms.items()})
+        return out_values
+
+    def _check_output(self, out: Any) -> tuple[dict[str, Tensor], dict[str, float]]:
+        name = type(self.model).__name__
+        if not isinstance(out, TrainStep):
+            raise ComponentError(f"{name}.training_step must return a TrainStep, got {type(out).__name__}")
+        unknown = [k for k in out.losses if k not in self.groups]
+        if unknown or not out.losses:
+            raise ComponentError(f"{name}.training_step returned losses for {list(out.losses)}; "
+                                 f"its optimizer groups are {list(self.groups)}")
+        logs = {}
+        for k, v in out.logs.items():
+            try:
+                logs[k] = _as_float(v)
+            except (TypeError, ValueError):
+                continue
+        return dict(out.losses), logs
+
+    def _finite_losses(self, losses: dict[str, Tensor], logs: dict[str, float]) -> dict[str, float]:
+        """The losses averaged over processes; raise :class:`NonFiniteLossError` if one is not finite."""
+        stacked = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
+        values = dict(zip(losses, dist.all_reduce_mean(stacked).tolist()))
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            terms = {k: v for k, v in logs.items() if not math.isfinite(v)}
+            group = bad[0]
+            shown = ", ".join(f"losses['{k}'] = {values[k]}" for k in bad)
+            detail = (f"; non-finite logged terms: {', '.join(f'{k}={v}' for k, v in terms.items())}"
+                      if terms else "")
+            raise NonFiniteLossError(
+                f"{self.description}: non-finite loss at step {self.step}: {shown}{detail}. "
+                f"{self._kept_checkpoint_note()} Lower the learning rate, enable grad_clip or use "
+                "precision fp32, then run again to resume from the last checkpoint.",
+                step=self.step, group=group, terms=terms,
+            )
+        return values
+
+    def _kept_checkpoint_note(self) -> str:
+        if self.checkpoint_path.is_file() and self._last_saved_step is not None:
+            return f"The last good checkpoint (step {self._last_saved_step}) is kept at {self.checkpoint_path}."
+        if self.checkpoint_path.is_file():
+            return f"The last good checkpoint is kept at {self.checkpoint_path}."
+        return "No checkpoint had been written yet."
+
+    def _accumulate(self, group: str, loss: Tensor, *, retain_graph: bool) -> None:
+        """Add d(loss)/d(params of ``group``) to those parameters' ``.grad`` -- and nowhere else."""
+        if not loss.requires_grad:
+            return  # e.g. a discriminator loss switched off early in training
+        params = self.groups[group]
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            if p.grad is None:
+                p.grad = g.detach()
+            else:
+                p.grad.add_(g)
+
+    def _step_group(self, group: str) -> None:
+        params = self.groups[group]
+        optimizer = self.optimizers[group]
+        dist.all_reduce_gradients(params)
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        clip = self.settings.grad_clip
+        with_grad = [p for p in params if p.grad is not None]
+        if clip is not None and with_grad:
+            norm = float(torch.nn.utils.clip_grad_norm_(with_grad, clip))
+            if not math.isfinite(norm) and self.scaler is None:
+                raise NonFiniteLossError(
+                    f"{self.description}: the gradient of losses['{group}'] at step {self.step} is not "
+                    f"finite (norm {norm}) although the loss is. {self._kept_checkpoint_note()} Lower "
+                    "the learning rate or check the loss for operations such as sqrt(0) or log(0).",
+                    step=self.step, group=group,
+                )
+            self._grad_norms[group] = norm
+        self._last_lr[group] = float(optimizer.param_groups[0]["lr"])
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+        self.schedulers[group].step()
+
+    # -- logging and validation --------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + (time.perf_counter() - self._t_start)
+
+    def _log(self, window: _Window, loader: InfiniteLoader, progress: TrainProgress) -> None:
+        span = time.perf_counter() - window.t0
+        means = window.means()
+        record: dict[str, Any] = {
+            "tag": "train", "step": self.step, "time": round(self._elapsed(), 3),
+            "epoch": loader.position.epoch,
+            "it_per_s": round(window.steps / span, 4) if span > 0 else None,
+        }
+        record.update({f"lr/{g}": lr for g, lr in self._last_lr.items()})
+        record.update(means)
+        self.metrics.write(record)
+        self.history.append(record)
+        progress.update(self.step, {k[len("loss/"):]: v for k, v in means.items() if k.startswith("loss/")})
+
+    def _run_validation(self, progress: TrainProgress) -> None:
+        """Call ``validate`` on rank 0 with EMA weights, eval mode, no grad, forked RNG."""
+        if not self.is_main or self.validate is None:
+            return
+        model = self.model
+        modes = [(m, m.training) for m in model.modules()]
+        swap = self.ema.swapped_in(model) if self.ema is not None else contextlib.nullcontext()
+        with fork_rng(), torch.no_grad(), swap:
+            model.eval()
+            try:
+                results = dict(self.validate(model, self.step) or {})
+            finally:
+                for m, mode in modes:
+                    m.training = mode
+        values = {}
+        for k, v in results.items():
+            try:
+                values[k] = _as_float(v)
+            except (TypeError, ValueError):
+                continue  # not a number: the callback may return extra information
+        record: dict[str, Any] = {"tag": "val", "step": self.step, "time": round(self._elapsed(), 3)}
+        record.update(values)
+        self.metrics.write(record)
+        self.history.append(record)
+        if values:
+            shown = " ".join(f"{k} {v:.4g}" for k, v in values.items())
+            progress.message(f"{self.description} step {self.step} validation: {shown}")
+
+    def _result(self) -> TrainResult:
+        final: dict[str, Any] = {}
+        train = [r for r in self.history if r.get("tag") == "train"]
+        val = [r for r in self.history if r.get("tag") == "val"]
+        if train:
+            final.update({k: v for k, v in train[-1].items() if k != "tag"})
+        if val:
+            final.update({k: v for k, v in val[-1].items() if k not in ("tag", "step", "time")})
+        return TrainResult(step=self.step, history=list(self.history), final=final)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _weights_finite(self) -> bool:
+        params = [p.detach() for ps in self.groups.values() for p in ps]
+        if not params:
+            return True
+        maxima = torch.stack([n.float() for n in torch._foreach_norm(params, float("inf"))])
+        return bool(torch.isfinite(maxima).all())
+
+    def _save_checkpoint(self) -> None:
+        if not self._weights_finite():
+            raise NonFiniteLossError(
+                f"{self.description}: weights are not finite after step {self.step}; no checkpoint was "
+                f"written. {self._kept_checkpoint_note()} Lower the learning rate or enable grad_clip.",
+                step=self.step,
+            )
+        rng_states = dist.all_gather_object(capture_rng_state())
+        if self.is_main:
+            state = {
+                "step": self.step,
+                "elapsed": self._elapsed(),
+                "model": _model_state(self.model),
+                "ema": self.ema.state_dict() if self.ema is not None else {},
+                "optimizers": {g: opt.state_dict() for g, opt in self.optimizers.items()},
+                "schedulers": {g: sch.state_dict() for g, sch in self.schedulers.items()},
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "rng": {"world_size": self.world_size, "ranks": rng_states},
+                "data": {"seed": self.seed, **self._position.state_dict()},
+                "settings": self.settings.model_dump(mode="json"),
+            }
+            save_checkpoint(state, self.checkpoint_path)
+        self._last_saved_step = self.step
+
+    def _resume(self) -> bool:
+        """Load ``checkpoints/last.pt`` if it exists; True when training state was restored."""
+        if self.is_main:
+            remove_stale_temporaries(self.checkpoint_path.parent)
+        dist.barrier()
+        if not self.checkpoint_path.is_file():
+            return False
+        path = self.checkpoint_path
+        state = load_checkpoint(path, map_location="cpu")
+        try:
+            _load_model_state(self.model, state["model"])
+            if self.ema is not None:
+                if state["ema"]:
+                    self.ema.load_state_dict(state["ema"])  # type: ignore[arg-type]
+                else:  # EMA switched on after the checkpoint: start the average here
+                    self.ema = EMA(self.model, decay=self.settings.ema_decay,  # type: ignore[arg-type]
+                                   params=[p for ps in self.groups.values() for p in ps])
+            missing = sorted(set(self.optimizers) - set(state["optimizers"]))
+            if missing:
+                raise KeyError(f"no optimizer state for group(s) {missing}")
+            for g, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][g])
+                self.schedulers[g].load_state_dict(state["schedulers"][g])
+            if self.scaler is not None and state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            reason = " ".join(str(exc).split())
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model or these settings ({reason}). Delete "
+                f"{path.parent} to start the stage afresh."
+            ) from exc
+        self.step = int(state["step"])
+        self._elapsed_before = float(state.get("elapsed", 0.0))
+        self._last_saved_step = self.step
+        data = state["data"]
+        self._position = DataPosition(int(data["epoch"]), int(data["batch"]))
+        rng = state["rng"]
+        if int(rng["world_size"]) == self.world_size:
+            restore_rng_state(rng["ranks"][self.rank])
+        else:
+            seed_everything(derive_seed(self.seed, "resume", self.step, self.rank))
+            if self.is_main:
+                self.console.print(f"{self.description}: checkpoint written by {rng['world_size']} "
+                                   f"process(es), resumed by {self.world_size}: random streams reseeded")
+        return True
