@@ -287,6 +287,16 @@ class Metric(Configurable, abc.ABC):
     def reset(self) -> None:
         """Forget everything accumulated."""
 
+    def set_reference(self, identity: str) -> Any:
+        """Name the real set the next real clips come from (e.g. a hash of its recipe node), so a
+        metric may cache real-set statistics across runs. Metrics without such a cache ignore it."""
+        return None
+
+    @property
+    def needs_real(self) -> bool:
+        """Whether ``update`` still wants real clips (False once cached real statistics are loaded)."""
+        return self.requires_real
+
     def to(self, device: torch.device | str) -> "Metric":  # noqa: D401 - mirrors nn.Module.to
         """Move feature networks to ``device``; metrics without networks ignore it."""
         return self

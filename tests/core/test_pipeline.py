@@ -22,7 +22,7 @@ def quiet() -> Console:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, standins):
+def tiny_run(tmp_path_factory, module_standins):
     """One whole run shared by the read-only tests of this module."""
     root = tmp_path_factory.mktemp("pipeline") / "runs"
     recipe = load_recipe(tiny_recipe(output_dir=str(root)))
@@ -58,7 +58,7 @@ def test_latents_stage_records_scale_and_classes(tiny_run):
     assert info["scale"] == pytest.approx(1.0 / info["latent_std"])
 
 
-def test_rerun_of_the_same_recipe_skips_every_stage(tiny_run, tmp_path):
+def test_rerun_of_the_same_recipe_skips_every_stage(tiny_run, tmp_path, standins):
     recipe, run = tiny_run
     before = {s: (run / s / "stage.json").stat().st_mtime_ns for s in STAGES}
     run_recipe(recipe, console=quiet())
@@ -66,7 +66,7 @@ def test_rerun_of_the_same_recipe_skips_every_stage(tiny_run, tmp_path):
     assert before == after
 
 
-def test_changed_recipe_is_refused_unless_forced(tiny_run, tmp_path):
+def test_changed_recipe_is_refused_unless_forced(tiny_run, tmp_path, standins):
     _, original = tiny_run
     run = tmp_path / "runs" / original.name
     shutil.copytree(original, run)

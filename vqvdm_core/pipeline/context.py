@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,10 +92,22 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return _load(path)
 
 
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become the strings "inf", "-inf", "nan" (strict JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as strict JSON, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
+    tmp.write_text(json.dumps(_json_safe(data), indent=2, default=float, allow_nan=False))
     tmp.replace(path)
 
 

@@ -25,12 +25,17 @@ def run(ctx: RunContext) -> dict[str, Any]:
     metrics = {spec.name: spec.build("metric").to(ctx.device) for spec in e.metrics}
     scales = e.guidance_scales or [system.guidance.scale]
     conditions = cycle(meta, e.num_samples, fps=ctx.recipe.sample.fps)
+    real_path = "data.val" if e.real == "val" and ctx.recipe.data.val else "data.train"
+    real_identity = f"{real_path}-{ctx.recipe.hash(real_path)}"  # which clips form the real set
+    for metric in metrics.values():
+        metric.set_reference(real_identity)  # lets metrics cache real-set statistics across runs
     results = []
     for scale in scales:
         for metric in metrics.values():
             metric.reset()
-        if any(m.requires_real for m in metrics.values()):
-            feed_real(ctx, [m for m in metrics.values() if m.requires_real], e.num_samples, e.batch_size)
+        wanting = [m for m in metrics.values() if m.requires_real and m.needs_real]
+        if wanting:
+            feed_real(ctx, wanting, e.num_samples, e.batch_size)
         start = time.perf_counter()
         for part, video in generate(system, conditions, batch_size=e.batch_size, steps=e.steps,
                                     sampler=e.sampler, guidance_scale=scale, seed=ctx.recipe.seed + 1,
