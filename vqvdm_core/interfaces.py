@@ -227,11 +227,17 @@ class Conditioner(Configurable, nn.Module, abc.ABC):
     def forward(self, values: Tensor) -> Tensor:
         """``(B,)`` field values -> ``(B, emb_dim)`` embedding."""
 
+    def default(self, batch_size: int, *, device: torch.device | str) -> Tensor | None:
+        """Values to use when the caller gives none at sampling time (None: the caller must give them)."""
+        return None
+
     def drop(self, values: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Replace each value by the null value with probability ``dropout`` (training only)."""
         if self.dropout <= 0.0:
             return values
-        keep = torch.rand(values.shape[0], generator=generator, device=values.device) >= self.dropout
+        draw_device = generator.device if generator is not None else values.device
+        keep = torch.rand(values.shape[0], generator=generator, device=draw_device).to(values.device)
+        keep = keep >= self.dropout
         null = self.null(values.shape[0], device=values.device).to(values.dtype)
         return torch.where(keep, values, null)
 

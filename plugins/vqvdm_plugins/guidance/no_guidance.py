@@ -1,0 +1,29 @@
+"""No guidance: the denoiser's conditional prediction as is (unconditional systems such as Sky)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from vqvdm_core.config import ComponentConfig
+from vqvdm_core.interfaces import Denoiser, Guidance
+
+__all__ = ["NoGuidance"]
+
+
+class NoGuidance(Guidance):
+    """No guidance: one forward with the conditional embedding (for unconditional systems)."""
+
+    class Config(ComponentConfig):
+        pass
+
+    def __init__(self, config: "NoGuidance.Config | None" = None, **overrides):
+        self.config = self.resolve_config(config, overrides)
+
+    @property
+    def scale(self) -> float:
+        return 1.0
+
+    def predict(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, *, cond: Tensor | None,
+                uncond: Tensor | None, scale: float | None = None) -> Tensor:
+        del uncond, scale
+        return denoiser(x_t, t, cond)

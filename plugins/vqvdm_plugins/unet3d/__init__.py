@@ -1,0 +1,11 @@
+"""The paper's denoiser: a factorized 3D U-Net with causal temporal attention (``unet3d``).
+
+Files, one concept each: ``unet.py`` (the registered :class:`UNet3D`), ``block.py`` (residual block
++ spatial attention + temporal attention), ``residual_block.py``, ``spatial_attention.py``,
+``temporal_attention.py`` (causal, rotary positions), ``resample.py`` (down/upsampling),
+``padding.py`` (temporal replicate padding).
+"""
+
+from vqvdm_plugins.unet3d.unet import UNet3D
+
+__all__ = ["UNet3D"]

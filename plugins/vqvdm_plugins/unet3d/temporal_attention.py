@@ -1,0 +1,82 @@
+"""Causal temporal self-attention: every spatial position attends over time, never to later frames.
+
+Paper Sec. 2.3: the axes are swapped so that each of the ``B x H x W`` positions is a batch item
+holding a length-``T`` sequence (``"b c t h w -> (b h w) t c"``), and a causal mask stops a frame
+from attending to the frames after it.
+
+Temporal position: rotary position embedding (RoPE, Su et al. 2021) on queries and keys. The paper
+does not say which encoding it uses; we chose RoPE because
+
+* it is *relative*: the score between frames ``i`` and ``j`` depends on ``i - j`` only, which suits
+  clips cut at random offsets from longer videos (frame 0 of a clip is not a special moment);
+* it has no parameters and no additive bias tensor, so ``scaled_dot_product_attention`` keeps
+  its fused ``is_causal`` kernel (a learned relative bias, as in VDM, needs an explicit mask);
+* it is defined for any ``T``, so a model trained on 4 latent frames still runs on more.
+
+The pre-normalisation is a LayerNorm over channels of each token, not a GroupNorm over
+``(C/g, T, H, W)``: GroupNorm statistics would carry information from later frames into earlier
+ones and break causality.
+
+A causal mask alone already leaks absolute position (a frame can count how many frames it sees),
+so ``temporal_position="none"`` is kept as an ablation rather than as a broken model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+__all__ = ["TemporalAttention", "rotary_embedding"]
+
+
+def rotary_embedding(x: Tensor, *, base: float = 10_000.0) -> Tensor:
+    """Rotate channel pairs of ``x`` ``(..., T, d)`` by angles ``position * base**(-2i/d)``.
+
+    Pairs are ``(x[..., i], x[..., i + d/2])`` ("rotate half" layout). Angles are computed in
+    float32 and the result is returned in ``x``'s dtype.
+    """
+    t, d = x.shape[-2], x.shape[-1]
+    if d % 2:
+        raise ValueError(f"rotary position embedding needs an even head dimension, got {d}")
+    half = d // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (d/2,)
+    angles = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * freqs[None, :]  # (T, d/2)
+    cos = torch.cos(angles).to(x.dtype)
+    sin = torch.sin(angles).to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class TemporalAttention(nn.Module):
+    """Pre-norm (LayerNorm per token) causal multi-head self-attention along time at every position.
+
+    ``(B, C, T, H, W)`` -> same shape; output frame ``i`` depends on input frames ``<= i`` (at the
+    same position) only. The output projection starts at zero (ADM), so a new block is the identity.
+    """
+
+    def __init__(self, *, channels: int, heads: int, position: str = "rope"):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        if position not in ("rope", "none"):
+            raise ValueError(f"temporal position must be 'rope' or 'none', got {position!r}")
+        self.heads = heads
+        self.position = position
+        self.norm = nn.LayerNorm(channels)  # per token: statistics never mix frames or positions
+        self.to_qkv = nn.Linear(channels, 3 * channels, bias=False)
+        self.to_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, t, h, w = x.shape
+        tokens = self.norm(rearrange(x, "b c t h w -> (b h w) t c"))
+        q, k, v = rearrange(self.to_qkv(tokens), "n t (qkv heads d) -> qkv n heads t d",
+                            qkv=3, heads=self.heads)
+        if self.position == "rope":
+            q, k = rotary_embedding(q), rotary_embedding(k)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B*H*W, heads, T, d)
+        out = self.to_out(rearrange(out, "n heads t d -> n t (heads d)"))
+        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)

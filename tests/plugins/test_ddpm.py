@@ -1,0 +1,217 @@
+"""The DDPM schedule: closed-form forward process, true posterior, respacing and samplers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vqvdm_core import create
+from vqvdm_core.errors import ComponentError, UserError
+from vqvdm_plugins.schedules import DDPMSchedule
+
+
+def numpy_abar(num_steps: int = 1000, start: float = 1e-4, end: float = 0.02) -> np.ndarray:
+    return np.cumprod(1.0 - np.linspace(start, end, num_steps))
+
+
+def test_default_is_ho_et_al_linear_schedule_in_float64():
+    s = DDPMSchedule()
+    assert s.num_train_steps == 1000
+    assert s.betas.dtype == torch.float64 and s.alphas_cumprod.dtype == torch.float64
+    assert s.betas[0].item() == pytest.approx(1e-4) and s.betas[-1].item() == pytest.approx(0.02)
+    np.testing.assert_allclose(s.alphas_cumprod.numpy(), numpy_abar(), rtol=1e-12)
+
+
+def test_add_noise_matches_closed_form():
+    s = DDPMSchedule()
+    x0 = torch.randn(3, 2, 2, 4, 4, dtype=torch.float64)
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 500, 999])
+    abar = numpy_abar()
+    expected = torch.stack([math.sqrt(abar[k]) * x0[i] + math.sqrt(1 - abar[k]) * noise[i]
+                            for i, k in enumerate(t.tolist())])
+    torch.testing.assert_close(s.add_noise(x0, noise, t), expected, rtol=1e-12, atol=1e-12)
+    # float32 and bfloat16 inputs keep their dtype.
+    assert s.add_noise(x0.float(), noise.float(), t).dtype == torch.float32
+    assert s.add_noise(x0.bfloat16(), noise.bfloat16(), t).dtype == torch.bfloat16
+
+
+def test_posterior_matches_bayes_rule():
+    s = DDPMSchedule()
+    x0 = torch.randn(4, 3, dtype=torch.float64)
+    x_t = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor([1, 10, 500, 999])
+    mean, var = s.posterior(x0, x_t, t)
+    betas = np.linspace(1e-4, 0.02, 1000)
+    abar = numpy_abar()
+    for i, k in enumerate(t.tolist()):
+        # q(x_{t-1} | x0) = N(sqrt(abar_{t-1}) x0, 1 - abar_{t-1}); q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t).
+        prior_mean, prior_var = math.sqrt(abar[k - 1]) * x0[i], 1 - abar[k - 1]
+        alpha = 1 - betas[k]
+        post_var = 1.0 / (1.0 / prior_var + alpha / betas[k])
+        post_mean = post_var * (prior_mean / prior_var + math.sqrt(alpha) * x_t[i] / betas[k])
+        assert var[i].item() == pytest.approx(post_var, rel=1e-9)
+        torch.testing.assert_close(mean[i], post_mean, rtol=1e-9, atol=1e-12)
+    # At t = 0 the posterior collapses onto x0.
+    mean0, var0 = s.posterior(x0, x_t, torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(mean0, x0)
+    assert (var0 == 0).all()
+
+
+def test_training_targets_and_their_inversion():
+    s = DDPMSchedule()
+    x0 = torch.randn(2, 3, dtype=torch.float64)
+    noise = torch.randn_like(x0)
+    t = torch.tensor([100, 800])
+    x_t = s.add_noise(x0, noise, t)
+    assert torch.equal(s.training_target(x0, noise, t, "epsilon"), noise)
+    assert torch.equal(s.training_target(x0, noise, t, "x0"), x0)
+    v = s.training_target(x0, noise, t, "v")
+    abar = numpy_abar()[t.numpy()][:, None]
+    torch.testing.assert_close(v, torch.from_numpy(np.sqrt(abar)) * noise - torch.from_numpy(np.sqrt(1 - abar)) * x0)
+    for kind in ("epsilon", "x0", "v"):
+        target = s.training_target(x0, noise, t, kind)
+        for i in range(2):
+            got_x0, got_eps = s.predict_x0_eps(target[i], x_t[i], float(s.alphas_cumprod[t[i]]), kind)
+            torch.testing.assert_close(got_x0, x0[i])
+            torch.testing.assert_close(got_eps, noise[i])
+
+
+def test_respaced_and_full_schedules_agree_on_alpha_bar_at_shared_steps():
+    s = DDPMSchedule()
+    kept = s.timesteps(100)
+    assert len(kept) == 100 and kept[0] == 0 and kept[-1] == 999
+    assert (kept[1:] > kept[:-1]).all()
+    torch.testing.assert_close(s.respaced_alphas_cumprod(100), s.alphas_cumprod[kept], rtol=0, atol=0)
+    # The recomputed betas rebuild the same alpha-bar by cumulative product.
+    rebuilt = torch.cumprod(1.0 - s.respaced_betas(100), dim=0)
+    torch.testing.assert_close(rebuilt, s.alphas_cumprod[kept], rtol=1e-12, atol=0)
+    assert torch.equal(s.timesteps(None), torch.arange(1000))
+    assert s.timesteps(1).tolist() == [999]
+
+
+def test_cosine_and_scaled_linear_betas():
+    cosine = DDPMSchedule(beta_schedule="cosine")
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    for k in (0, 250, 500, 900):
+        assert cosine.alphas_cumprod[k].item() == pytest.approx(f((k + 1) / 1000) / f(0), rel=1e-9)
+    scaled = DDPMSchedule(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    roots = scaled.betas.sqrt()
+    torch.testing.assert_close(roots[1:] - roots[:-1], torch.full((999,), (0.012**0.5 - 0.00085**0.5) / 999,
+                                                                   dtype=torch.float64))
+
+
+def gaussian_oracle(s: DDPMSchedule, mu: float, sigma: float):
+    """The exact epsilon predictor for data ~ N(mu, sigma^2)."""
+    def model_fn(x_t, t):
+        abar = s.alphas_cumprod[t].to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
+        return (1 - abar).sqrt() * (x_t - abar.sqrt() * mu) / (abar * sigma**2 + 1 - abar)
+    return model_fn
+
+
+def sample_std(schedule: DDPMSchedule, steps: int | None, sampler: str, mu: float = 0.7,
+               sigma: float = 0.3) -> tuple[float, float]:
+    x = schedule.sample(gaussian_oracle(schedule, mu, sigma), (20_000, 1), prediction_type="epsilon",
+                        steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    return x.mean().item(), x.std().item()
+
+
+def test_full_ancestral_chain_with_exact_model_recovers_the_data_distribution():
+    mean, std = sample_std(DDPMSchedule(), None, "ddpm")
+    assert mean == pytest.approx(0.7, abs=0.01)
+    assert std == pytest.approx(0.3, abs=0.01)
+
+
+def test_respaced_ancestral_steps_bracket_the_data_spread():
+    # With few steps, the posterior ("fixed small") variance under-disperses and beta ("fixed
+    # large") over-disperses (Ho et al. Sec. 3.2; Nichol & Dhariwal Sec. 3.1): they bracket it.
+    mean_small, std_small = sample_std(DDPMSchedule(variance="posterior"), 100, "ddpm")
+    mean_large, std_large = sample_std(DDPMSchedule(variance="beta"), 100, "ddpm")
+    assert 0.25 < std_small < 0.3 < std_large < 0.35
+    assert mean_small == pytest.approx(0.7, abs=0.01) and mean_large == pytest.approx(0.7, abs=0.01)
+
+
+def test_ddim_converges_to_the_data_distribution_as_steps_grow():
+    errors = [abs(sample_std(DDPMSchedule(), steps, "ddim")[1] - 0.3) for steps in (10, 50, 250)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01
+
+
+def test_ddim_eta_zero_is_deterministic_given_the_start_noise():
+    s = DDPMSchedule(sampler="ddim")
+    model = gaussian_oracle(s, 0.0, 0.5)
+    calls = []
+
+    def counting(x_t, t):
+        calls.append(int(t[0]))
+        return model(x_t, t)
+
+    a = s.sample(counting, (4, 3), prediction_type="epsilon", steps=20, generator=torch.Generator().manual_seed(3))
+    # With eta = 0 only the start noise is random: drawing it separately reproduces the run.
+    start = torch.randn((4, 3), generator=torch.Generator().manual_seed(3))
+    expected = start
+    kept = s.timesteps(20).tolist()
+    for i in reversed(range(20)):
+        abar_t = s.alphas_cumprod[kept[i]].item()
+        abar_prev = s.alphas_cumprod[kept[i - 1]].item() if i else 1.0
+        eps = model(expected, torch.full((4,), kept[i]))
+        x0 = (expected - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)
+        expected = math.sqrt(abar_prev) * x0 + math.sqrt(1 - abar_prev) * eps
+    torch.testing.assert_close(a, expected, rtol=1e-4, atol=1e-5)
+    assert calls == sorted(kept, reverse=True)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_seeded_sample_is_reproducible(sampler):
+    s = DDPMSchedule(ddim_eta=0.5)
+    model = gaussian_oracle(s, 0.0, 1.0)
+
+    def run(seed):
+        return s.sample(model, (2, 3, 2), prediction_type="epsilon", steps=10, sampler=sampler,
+                        generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(run(5), run(5))
+    assert not torch.allclose(run(5), run(6))
+
+
+def test_sampler_config_sets_the_default_and_sample_overrides_it():
+    model = gaussian_oracle(DDPMSchedule(), 0.0, 1.0)
+
+    def run(schedule, **kw):
+        return schedule.sample(model, (3, 2), prediction_type="epsilon", steps=10,
+                               generator=torch.Generator().manual_seed(0), **kw)
+
+    ddim_default = DDPMSchedule(sampler="ddim")
+    assert torch.equal(run(ddim_default), run(DDPMSchedule(), sampler="ddim"))
+    assert not torch.allclose(run(ddim_default), run(ddim_default, sampler="ddpm"))
+    with pytest.raises(ComponentError, match="ddpm, ddim"):
+        run(ddim_default, sampler="euler")
+
+
+def test_progress_is_reported_once_per_step_and_steps_are_checked():
+    s = DDPMSchedule()
+    seen = []
+    s.sample(lambda x, t: torch.zeros_like(x), (1, 2), prediction_type="epsilon", steps=7,
+             progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 7) for i in range(1, 8)]
+    with pytest.raises(UserError, match="between 1 and 1000"):
+        s.timesteps(1001)
+
+
+def test_x0_prediction_sampling_ends_on_the_predicted_x0():
+    s = DDPMSchedule()
+    target = torch.tensor([[0.25, -0.5]])
+    out = s.sample(lambda x, t: target.expand_as(x), (1, 2), prediction_type="x0", steps=10,
+                   generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, target)
+
+
+def test_sample_timesteps_cover_the_training_range_reproducibly():
+    s = create("schedule", "ddpm")
+    a = s.sample_timesteps(5000, device="cpu", generator=torch.Generator().manual_seed(0))
+    b = s.sample_timesteps(5000, device="cpu", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.dtype == torch.long
+    assert a.min() >= 0 and a.max() <= 999 and len(a.unique()) > 900

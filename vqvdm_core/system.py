@@ -1,0 +1,341 @@
+"""The latent video diffusion system: tokenizer + denoiser + schedule + conditioners + guidance.
+
+:class:`LatentVideoDiffusion` composes built components through their interfaces only (it never
+imports a plug-in), trains the denoiser on the frozen tokenizer's latents (paper Sec. 2.4, Eqs.
+7-8) and samples with guidance (Eq. 9). :func:`build_system` builds one from a recipe, wiring the
+fields one component derives from another::
+
+    system = LatentVideoDiffusion(
+        tokenizer=tok, denoiser=unet, schedule=ddpm, conditioners=[fps, label], guidance=cfg,
+        clip_shape=(16, 128, 128))
+    video = system.sample(4, labels=[0, 1, 2, 3], fps=[25.0] * 4, steps=100)  # (4, 3, 16, 128, 128)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+from torch import Tensor, nn
+
+from vqvdm_core.errors import ComponentError, UserError
+from vqvdm_core.interfaces import (
+    NO_LABEL,
+    Conditioner,
+    Denoiser,
+    Guidance,
+    NoiseSchedule,
+    Trainable,
+    TrainStep,
+    VideoTokenizer,
+)
+from vqvdm_core.registry import REGISTRY, Registry
+
+__all__ = ["LatentVideoDiffusion", "build_system"]
+
+EmbedMode = Literal["train", "cond", "uncond"]
+
+
+class LatentVideoDiffusion(nn.Module, Trainable):
+    """A denoiser trained on a frozen tokenizer's latents, sampled with guidance.
+
+    Only the denoiser and the conditioners learn (optimizer group ``"denoiser"``); the tokenizer is
+    frozen and kept in eval mode. ``latent_scale`` multiplies latents before diffusion so that they
+    have unit variance (the pipeline sets it from the cached latents), and divides samples before
+    decoding.
+    """
+
+    latent_scale: Tensor
+
+    def __init__(
+        self,
+        *,
+        tokenizer: VideoTokenizer,
+        denoiser: Denoiser,
+        schedule: NoiseSchedule,
+        conditioners: Sequence[Conditioner] = (),
+        guidance: Guidance | None = None,
+        clip_shape: tuple[int, int, int],
+        latent_scale: float = 1.0,
+    ):
+        super().__init__()
+        for name, obj, interface in (("tokenizer", tokenizer, VideoTokenizer), ("denoiser", denoiser, Denoiser),
+                                     ("schedule", schedule, NoiseSchedule)):
+            if not isinstance(obj, interface):
+                raise ComponentError(f"{name} must be a built {interface.__name__}, got {type(obj).__name__}")
+        for cond in conditioners:
+            if not isinstance(cond, Conditioner):
+                raise ComponentError(f"conditioners must be built Conditioners, got {type(cond).__name__}")
+        if guidance is not None and not isinstance(guidance, Guidance):
+            raise ComponentError(f"guidance must be a built Guidance, got {type(guidance).__name__}")
+        if len(clip_shape) != 3:
+            raise UserError(f"clip_shape must be (frames, height, width), got {tuple(clip_shape)}")
+
+        self.tokenizer = tokenizer
+        self.tokenizer.requires_grad_(False)
+        self.tokenizer.eval()
+        self.denoiser = denoiser
+        self.conditioners = nn.ModuleList(conditioners)
+        self.schedule = schedule
+        self.guidance = guidance
+        self.clip_shape: tuple[int, int, int] = tuple(int(s) for s in clip_shape)  # type: ignore[assignment]
+        self.register_buffer("latent_scale", torch.tensor(float(latent_scale)), persistent=True)
+
+    # -- shapes and state -----------------------------------------------------------------------
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """``(c, t, h, w)`` of the latent of one clip of ``clip_shape``."""
+        return tuple(self.tokenizer.latent_shape(*self.clip_shape))  # type: ignore[return-value]
+
+    @property
+    def device(self) -> torch.device:
+        return self.latent_scale.device
+
+    def set_latent_scale(self, value: float) -> None:
+        """Set the factor that normalises latents to unit variance (``z_train = latent * scale``)."""
+        self.latent_scale.fill_(float(value))
+
+    def train(self, mode: bool = True) -> "LatentVideoDiffusion":
+        """Switch denoiser and conditioners; the frozen tokenizer always stays in eval mode."""
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"denoiser": denoiser + conditioner parameters}``; the tokenizer's are never included."""
+        seen: set[int] = {id(p) for p in self.tokenizer.parameters()}
+        params: list[nn.Parameter] = []
+        for module in (self.denoiser, *self.conditioners):
+            for p in module.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        return {"denoiser": params}
+
+    def checkpoint_state_dict(self) -> dict[str, Tensor]:
+        """Everything but the frozen tokenizer's weights (denoiser, conditioners, ``latent_scale``)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("tokenizer.")}
+
+    def load_checkpoint_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Load what :meth:`checkpoint_state_dict` saved; tokenizer keys, if present, are ignored."""
+        expected = set(self.checkpoint_state_dict())
+        given = {k for k in state_dict if not k.startswith("tokenizer.")}
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        if missing or unexpected:
+            raise UserError(
+                "the checkpoint does not match this system (was it trained with another denoiser or "
+                f"conditioner configuration?): missing {_short(missing)}; unexpected {_short(unexpected)}")
+        try:
+            self.load_state_dict({k: state_dict[k] for k in expected}, strict=False)
+        except RuntimeError as exc:
+            raise UserError(f"the checkpoint does not match this system: {exc}") from None
+
+    # -- conditioning ---------------------------------------------------------------------------
+
+    def embed(self, batch_fields: Mapping[str, Any], *, mode: EmbedMode,
+              generator: torch.Generator | None = None) -> Tensor | None:
+        """Sum of the conditioner embeddings ``(B, D)``, or None when there are no conditioners.
+
+        ``mode="train"`` applies each conditioner's condition dropout; ``"cond"`` uses the values as
+        given; ``"uncond"`` replaces the values of guided conditioners (the class) with their null
+        value and keeps the others (FPS), as in the paper's Eq. 7.
+        """
+        if mode not in ("train", "cond", "uncond"):
+            raise ValueError(f"mode must be 'train', 'cond' or 'uncond', got {mode!r}")
+        total: Tensor | None = None
+        for cond in self.conditioners:
+            if cond.field not in batch_fields or batch_fields[cond.field] is None:
+                raise UserError(f"{type(cond).__name__} reads the batch field '{cond.field}', which is missing")
+            values = torch.as_tensor(batch_fields[cond.field], device=self.device)
+            if mode == "train":
+                values = cond.drop(values, generator=generator)
+            elif mode == "uncond" and cond.guided:
+                values = cond.null(values.shape[0], device=values.device)
+            emb = cond(values)
+            total = emb if total is None else total + emb
+        return total
+
+    # -- training -------------------------------------------------------------------------------
+
+    def training_step(self, batch: Mapping[str, Any], *, step: int) -> TrainStep:
+        """DDPM loss (Eqs. 7-8): MSE between the denoiser output and the schedule's target."""
+        z0 = self.scaled_latent(batch)
+        t = self.schedule.sample_timesteps(z0.shape[0], device=z0.device)
+        noise = torch.randn_like(z0)
+        z_t = self.schedule.add_noise(z0, noise, t)
+        emb = self.embed(batch, mode="train")
+        prediction = self.denoiser(z_t, t, emb)
+        target = self.schedule.training_target(z0, noise, t, self.denoiser.prediction_type)
+        loss = F.mse_loss(prediction.float(), target.float())
+        return TrainStep(losses={"denoiser": loss}, logs={"loss": float(loss.detach())})
+
+    def forward(self, batch: Mapping[str, Any], *, step: int = 0) -> TrainStep:
+        """Same as :meth:`training_step`, so that a ``DistributedDataParallel`` wrapper can call it."""
+        return self.training_step(batch, step=step)
+
+    def scaled_latent(self, batch: Mapping[str, Any]) -> Tensor:
+        """``batch["latent"]`` (cached, unscaled) or the encoded ``batch["video"]``, times ``latent_scale``."""
+        if "latent" in batch and batch["latent"] is not None:
+            z = torch.as_tensor(batch["latent"]).to(self.device, torch.float32)
+        elif "video" in batch and batch["video"] is not None:
+            video = torch.as_tensor(batch["video"]).to(self.device)
+            if video.dtype == torch.uint8:
+                video = video.float() / 127.5 - 1.0
+            with torch.no_grad():
+                z = self.tokenizer.encode(video.float()).float()
+        else:
+            raise UserError("a training batch needs 'latent' (cached latents) or 'video'")
+        return z * self.latent_scale
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num: int,
+        *,
+        labels: Sequence[int] | Tensor | None = None,
+        fps: Sequence[float] | Tensor | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        decode: bool = True,
+        decode_batch_size: int | None = None,
+    ) -> Tensor:
+        """Generate ``num`` clips: video ``(num, 3, T, H, W)`` in [-1, 1], or the latent if not ``decode``.
+
+        ``labels``/``fps`` have one value per clip. ``labels=None`` samples the null class
+        (unconditional); an FPS conditioner without ``fps`` uses its default or raises.
+        ``steps`` respaces the chain (``None``: every training step); ``sampler`` and
+        ``guidance_scale`` override the schedule's and guidance's defaults. All noise comes from
+        ``generator``. ``progress(i, n)`` is called after each denoising step.
+        """
+        if num < 1:
+            raise UserError(f"the number of clips to sample must be at least 1, got {num}")
+        device = self.device
+        fields, guided_given = self._sampling_fields(num, labels=labels, fps=fps, device=device)
+        was_training = self.training
+        self.eval()
+        try:
+            cond = self.embed(fields, mode="cond")
+            uncond = self.embed(fields, mode="uncond") if guided_given else None
+
+            def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
+                if self.guidance is None:
+                    return self.denoiser(x_t, t, cond)
+                return self.guidance.predict(self.denoiser, x_t, t, cond=cond, uncond=uncond,
+                                             scale=guidance_scale)
+
+            z = self.schedule.sample(model_fn, (num, *self.latent_shape),
+                                     prediction_type=self.denoiser.prediction_type, steps=steps,
+                                     sampler=sampler, generator=generator, device=device, progress=progress)
+            z = z / self.latent_scale
+            if not decode:
+                return z
+            chunk = decode_batch_size or num
+            return torch.cat([self.tokenizer.decode(part).clamp(-1.0, 1.0) for part in z.split(chunk)])
+        finally:
+            self.train(was_training)
+
+    def _sampling_fields(self, num: int, *, labels: Any, fps: Any,
+                         device: torch.device) -> tuple[dict[str, Tensor], bool]:
+        """Per-conditioner values for sampling, and whether a guided condition was given."""
+        given = {"label": labels, "fps": fps}
+        read = {cond.field for cond in self.conditioners}
+        if labels is not None and "label" not in read:
+            if bool((torch.as_tensor(labels) != NO_LABEL).any()):
+                raise UserError("labels were given, but this system has no class conditioner "
+                                "(it was trained unconditionally); sample without labels")
+        fields: dict[str, Tensor] = {}
+        guided_given = False
+        for cond in self.conditioners:
+            value = given.get(cond.field)
+            if value is not None:
+                tensor = torch.as_tensor(value, device=device)
+                if tensor.ndim == 0:
+                    tensor = tensor.expand(num)
+                if tensor.shape != (num,):
+                    raise UserError(f"'{cond.field}' needs one value per clip ({num}), got shape "
+                                    f"{tuple(tensor.shape)}")
+                if cond.guided:
+                    # Values that are all null (or NO_LABEL) need no unconditional pass.
+                    null = cond.null(num, device=device).to(tensor.dtype)
+                    guided_given |= bool(((tensor != NO_LABEL) & (tensor != null)).any())
+            elif cond.guided:
+                tensor = cond.null(num, device=device)
+            else:
+                tensor = cond.default(num, device=device)
+                if tensor is None:
+                    raise UserError(
+                        f"{type(cond).__name__} needs a value for '{cond.field}' and has no default: "
+                        f"pass {cond.field}=[...] (one per clip), or give the conditioner a default")
+            fields[cond.field] = tensor
+        return fields, guided_given
+
+
+def _short(keys: list[str], limit: int = 5) -> str:
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+# --------------------------------------------------------------------------------------------
+# Building from a recipe
+# --------------------------------------------------------------------------------------------
+
+
+def build_system(recipe: Any, *, num_classes: int, clip_shape: tuple[int, int, int],
+                 registry: Registry = REGISTRY) -> LatentVideoDiffusion:
+    """Build every component of ``recipe`` and compose them.
+
+    Wired fields left unset by the recipe are filled: the denoiser's ``in_channels`` from
+    ``tokenizer.latent_channels``; each conditioner's ``emb_dim`` from ``denoiser.emb_dim`` and
+    ``num_classes`` from the data set. A class conditioner on a data set without classes is refused.
+    """
+
+    def build(path: str, kind: str, spec: Any, **wired: Any) -> Any:
+        try:
+            return spec.build(kind, registry, **wired)
+        except ValidationError as exc:
+            raise ComponentError(f"{path} ({spec.name}): invalid config:\n{exc}") from None
+
+    tokenizer = build("tokenizer", "tokenizer", recipe.tokenizer)
+    latent_channels = tokenizer.latent_channels
+    denoiser = build("denoiser", "denoiser", recipe.denoiser, in_channels=latent_channels)
+    wired_in = getattr(getattr(denoiser, "config", None), "in_channels", None)
+    if wired_in is not None and wired_in != latent_channels:
+        raise UserError(f"denoiser.in_channels is {wired_in} but the tokenizer's latents have "
+                        f"{latent_channels} channels; remove in_channels from the recipe to wire it")
+    schedule = build("schedule", "schedule", recipe.schedule)
+
+    conditioners = []
+    for i, spec in enumerate(recipe.conditioners):
+        path = f"conditioners.{i}"
+        fields = registry.config_class("conditioner", spec.name).model_fields
+        set_classes = spec.options.get("num_classes")
+        if "num_classes" in fields and num_classes == 0 and set_classes is None:
+            raise UserError(
+                f"{path}: the '{spec.name}' conditioner conditions on classes, but the data set has "
+                "no classes. Remove it from the recipe (an unlabelled data set such as Sky Time-lapse "
+                "trains without class conditioning, the paper's rho = 1).")
+        cond = build(path, "conditioner", spec, emb_dim=denoiser.emb_dim, num_classes=num_classes)
+        emb_dim = getattr(getattr(cond, "config", None), "emb_dim", None)
+        if emb_dim is not None and emb_dim != denoiser.emb_dim:
+            raise UserError(f"{path}.emb_dim is {emb_dim} but the denoiser's embeddings have "
+                            f"{denoiser.emb_dim} dimensions; remove emb_dim from the recipe to wire it")
+        conditioners.append(cond)
+
+    guidance = build("guidance", "guidance", recipe.guidance)
+    scale = getattr(getattr(recipe, "latents", None), "scale", 1.0)
+    return LatentVideoDiffusion(
+        tokenizer=tokenizer, denoiser=denoiser, schedule=schedule, conditioners=conditioners,
+        guidance=guidance, clip_shape=clip_shape,
+        latent_scale=scale if isinstance(scale, (int, float)) else 1.0,
+    )
