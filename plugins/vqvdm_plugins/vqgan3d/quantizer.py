@@ -1,0 +1,218 @@
+"""Vector quantization of the encoder output (paper Eq. 2) and the options that fight codebook collapse.
+
+``z_q = q(z_e, e)``: every latent vector (one per position of ``(t, h, w)``) is replaced by its
+nearest codebook entry; gradients pass straight through to the encoder (``z + sg[e - z]``). The loss
+is Eq. 2, ``||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2``: the codebook term moves only the codebook,
+the commitment term only the encoder.
+
+Options beyond the paper (all off by default; see ``docs/components/vqgan3d.md`` for what they did
+in our measurements):
+
+* ``ema``: the codebook is a running mean of the encoder vectors assigned to each entry (decay
+  0.99, VQ-VAE-2 / TATS) instead of being learned by the codebook loss, which is then zero. The
+  codebook and its running sums are buffers, so they are in the state dict.
+* ``init_from_data``: on the first training batch the codebook is filled with (jittered) encoder
+  outputs, so every entry starts where the data is.
+* ``dead_code_threshold``: after each training batch, entries whose running usage (mean number of
+  vectors assigned per batch, decay ``ema_decay``) fell below the threshold are re-seeded with
+  encoder vectors of that batch (TATS uses 1.0).
+* ``l2_normalize``: nearest neighbour by cosine similarity; latents and codes are unit vectors.
+
+The distance computation always runs in float32, with autocast switched off, and in chunks so that
+16384 codes against a large batch never materialise a huge distance matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+__all__ = ["QuantizerOutput", "VectorQuantizer"]
+
+
+@dataclass
+class QuantizerOutput:
+    """What :meth:`VectorQuantizer.forward` returns.
+
+    ``z_q``: ``(B, D, t, h, w)`` quantized latent with straight-through gradients to ``z``;
+    ``indices``: ``(B, t, h, w)`` long; ``codebook_loss`` and ``commitment_loss``: the two terms of
+    Eq. 2 *without* ``beta`` (``loss`` combines them); ``perplexity`` and ``codes_in_use`` (share of
+    the codebook used by this batch) are detached statistics.
+    """
+
+    z_q: Tensor
+    indices: Tensor
+    codebook_loss: Tensor
+    commitment_loss: Tensor
+    loss: Tensor
+    perplexity: Tensor
+    codes_in_use: Tensor
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour codebook lookup with straight-through gradients: ``(B, D, t, h, w)`` in and out."""
+
+    def __init__(self, *, num_codes: int, code_dim: int, beta: float = 0.25, ema: bool = False,
+                 ema_decay: float = 0.99, ema_eps: float = 1e-5, init_from_data: bool = False,
+                 dead_code_threshold: float | None = None, l2_normalize: bool = False,
+                 max_distance_elements: int = 1 << 24):
+        super().__init__()
+        self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
+        self.ema, self.ema_decay, self.ema_eps = ema, ema_decay, ema_eps
+        self.init_from_data, self.dead_code_threshold = init_from_data, dead_code_threshold
+        self.l2_normalize = l2_normalize
+        self.max_distance_elements = max_distance_elements
+
+        # taming-transformers / LDM initialisation: uniform in [-1/K, 1/K].
+        codebook = torch.empty(num_codes, code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
+        if ema:
+            self.register_buffer("codebook", codebook)
+            # Running assignment counts and sums; codebook = sum / count. Starting at (1, e) keeps
+            # an unused entry where it was instead of dividing by zero.
+            self.register_buffer("ema_count", torch.ones(num_codes))
+            self.register_buffer("ema_sum", codebook.clone())
+        else:
+            self.codebook = nn.Parameter(codebook)
+        # Running mean of vectors assigned per batch, for dead-code detection (both modes). It starts
+        # at 1 (like TATS's counts), so with the usual threshold 1.0 a code dies after one unused batch.
+        self.register_buffer("usage", torch.ones(num_codes))
+        self.register_buffer("initialized", torch.tensor(not init_from_data))
+
+    # -- lookup --------------------------------------------------------------------------------
+
+    def codes(self) -> Tensor:
+        """The ``(K, D)`` float32 vectors latents are snapped to (unit vectors when ``l2_normalize``)."""
+        codes = self.codebook.float()
+        return F.normalize(codes, dim=1) if self.l2_normalize else codes
+
+    @torch.no_grad()
+    def nearest(self, flat: Tensor, codes: Tensor | None = None) -> Tensor:
+        """Index ``(N,)`` of the nearest code of each row of ``flat`` ``(N, D)`` (float32, chunked)."""
+        codes = self.codes() if codes is None else codes
+        codes_sq = (codes * codes).sum(1)  # (K,)
+        chunk = max(1, self.max_distance_elements // codes.shape[0])
+        out = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
+        for start in range(0, flat.shape[0], chunk):
+            part = flat[start:start + chunk]
+            # ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2; ||z||^2 does not change the argmin.
+            dist_sq = torch.addmm(codes_sq[None, :], part, codes.t(), beta=1.0, alpha=-2.0)  # (n, K)
+            out[start:start + chunk] = dist_sq.argmin(dim=1)
+        return out
+
+    def _flatten(self, z: Tensor) -> Tensor:
+        flat = rearrange(z.float(), "b d t h w -> (b t h w) d")
+        return F.normalize(flat, dim=1) if self.l2_normalize else flat
+
+    def quantize(self, z: Tensor) -> Tensor:
+        """Snap ``z`` ``(B, D, t, h, w)`` to its nearest codes (no gradients, no state change)."""
+        b, _, t, h, w = z.shape
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            flat = self._flatten(z)
+            codes = self.codes()
+            q = codes[self.nearest(flat, codes)]
+        return rearrange(q, "(b t h w) d -> b d t h w", b=b, t=t, h=h, w=w).to(z.dtype)
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def forward(self, z: Tensor, *, update: bool = False) -> QuantizerOutput:
+        """Quantize ``z`` ``(B, D, t, h, w)``; ``update`` runs the training-time codebook updates
+        (data init, EMA, dead-code re-seeding) after the lookup."""
+        if z.shape[1] != self.code_dim:
+            raise ValueError(f"latent has {z.shape[1]} channels, the codebook has {self.code_dim}-dim codes")
+        b, _, t, h, w = z.shape
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            flat = self._flatten(z)  # (N, D) float32
+            if update and not bool(self.initialized):
+                self._init_from(flat.detach())
+            codes = self.codes()
+            indices = self.nearest(flat.detach(), codes)
+            q = codes[indices]  # (N, D); carries the codebook's gradient when it is a Parameter
+            codebook_loss = F.mse_loss(q, flat.detach())
+            commitment_loss = F.mse_loss(flat, q.detach())
+            if self.ema:
+                # The EMA update replaces the codebook loss (its gradient would have nowhere to go).
+                codebook_loss = codebook_loss.detach() * 0.0
+            z_q_flat = flat + (q - flat).detach()  # straight-through estimator
+
+            counts = torch.bincount(indices, minlength=self.num_codes).float()
+            if update:
+                self._update(flat.detach(), indices, counts)
+            probs = counts / counts.sum()
+            perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+            codes_in_use = (counts > 0).float().mean()
+
+        z_q = rearrange(z_q_flat, "(b t h w) d -> b d t h w", b=b, t=t, h=h, w=w).to(z.dtype)
+        return QuantizerOutput(
+            z_q=z_q, indices=indices.view(b, t, h, w),
+            codebook_loss=codebook_loss, commitment_loss=commitment_loss,
+            loss=codebook_loss + self.beta * commitment_loss,
+            perplexity=perplexity.detach(), codes_in_use=codes_in_use.detach(),
+        )
+
+    # -- training-time updates -----------------------------------------------------------------
+
+    def _sample_rows(self, flat: Tensor, n: int) -> Tensor:
+        """``n`` rows of ``flat`` drawn at random (with replacement when short), slightly jittered so
+        copies of one vector do not tie."""
+        idx = torch.randint(0, flat.shape[0], (n,), device=flat.device)
+        rows = flat[idx]
+        noise = torch.randn_like(rows) * (0.01 / self.code_dim ** 0.5) * rows.abs().mean().clamp_min(1e-3)
+        rows = rows + noise
+        return F.normalize(rows, dim=1) if self.l2_normalize else rows
+
+    def _sync_from_rank0(self) -> None:
+        if _distributed():
+            for buf in (self.codebook, getattr(self, "ema_sum", None), getattr(self, "ema_count", None),
+                        self.usage):
+                if buf is not None:
+                    dist.broadcast(buf.data, src=0)
+
+    @torch.no_grad()
+    def _init_from(self, flat: Tensor) -> None:
+        rows = self._sample_rows(flat, self.num_codes).to(self.codebook.dtype)
+        self.codebook.data.copy_(rows)
+        if self.ema:
+            self.ema_sum.copy_(rows)
+            self.ema_count.fill_(1.0)
+        self.usage.fill_(1.0)
+        self.initialized.fill_(True)
+        self._sync_from_rank0()
+
+    @torch.no_grad()
+    def _update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
+        decay = self.ema_decay
+        counts = counts.clone()
+        if _distributed():
+            dist.all_reduce(counts)
+        self.usage.mul_(decay).add_(counts, alpha=1.0 - decay)
+        if self.ema:
+            sums = torch.zeros(self.num_codes, self.code_dim, device=flat.device, dtype=torch.float32)
+            sums.index_add_(0, indices, flat)  # (K, D): sum of the vectors assigned to each code
+            if _distributed():
+                dist.all_reduce(sums)
+            self.ema_count.mul_(decay).add_(counts, alpha=1.0 - decay)
+            self.ema_sum.mul_(decay).add_(sums, alpha=1.0 - decay)
+            # Laplace smoothing keeps rarely used codes from dividing by ~0.
+            total = self.ema_count.sum()
+            smoothed = (self.ema_count + self.ema_eps) / (total + self.num_codes * self.ema_eps) * total
+            self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        if self.dead_code_threshold is not None:
+            dead = self.usage < self.dead_code_threshold
+            n_dead = int(dead.sum())
+            if n_dead:
+                rows = self._sample_rows(flat, n_dead).to(self.codebook.dtype)
+                self.codebook.data[dead] = rows
+                self.usage[dead] = self.dead_code_threshold
+                if self.ema:
+                    self.ema_sum[dead] = rows
+                    self.ema_count[dead] = 1.0
+                self._sync_from_rank0()
