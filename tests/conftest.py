@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # makes tests/standins.py importable
+
+# Tests use tiny tensors: one intra-op thread per process is faster than two fighting over the cores
+# (and keeps the multi-process tests from oversubscribing). Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @contextmanager

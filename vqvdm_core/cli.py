@@ -217,6 +217,7 @@ def sample(
     from vqvdm_core.pipeline import open_run
     from vqvdm_core.pipeline.conditions import grid
     from vqvdm_core.pipeline.generate import generate
+    from vqvdm_core.pipeline.samples_file import save_samples
     from vqvdm_core.video_io import write_grid
 
     ctx = open_run(run_or_ckpt, [f"device={device}"] if device else [], console=out)
@@ -231,12 +232,16 @@ def sample(
     for target in sorted(targets):
         write_grid(video, target, fps=max(conditions.fps), nrow=nrow, labels=conditions.captions)
         out.print(f"wrote {target}")
+    clips = out_path.with_suffix(".safetensors")
+    save_samples(clips, video, conditions.labels, conditions.fps)
+    out.print(f"wrote {clips} (every clip with its conditions, for `vqvdm evaluate`)")
 
 
 @app.command()
 @user_errors
 def evaluate(
-    run_dir: Path = typer.Argument(..., metavar="RUN", help="A run directory, or a file inside one."),
+    target: Path = typer.Argument(..., metavar="RUN_OR_SAMPLES",
+                                  help="A run directory, or a samples.safetensors file inside one."),
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated metric names (default: the recipe's)."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", min=1),
@@ -245,7 +250,12 @@ def evaluate(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
-    """Score a trained run's samples with metrics; writes <run>/evaluate/metrics.json."""
+    """Score a run (generating clips) or a samples file; writes metrics.json and prints a table.
+
+    For a run: <run>/evaluate/metrics.json. For samples (e.g. <run>/sample/samples.safetensors, as
+    written by the sample stage and `vqvdm sample`): metrics.json beside the file. Real clips for
+    FVD / KVD come from the recipe of the run the file belongs to.
+    """
     from vqvdm_core.pipeline import open_run
     from vqvdm_core.pipeline.stages import evaluate as evaluate_stage
 
@@ -261,9 +271,14 @@ def evaluate(
         overrides.append(f"evaluate.steps={steps}")
     if device:
         overrides.append(f"device={device}")
-    ctx = open_run(run_dir, overrides, console=out)
-    evaluate_stage.run(ctx)
-    out.print(f"wrote {ctx.run.stage_dir('evaluate') / 'metrics.json'}")
+    ctx = open_run(target, overrides, console=out)
+    if target.is_file():
+        written = target.with_name(f"{target.stem}.metrics.json")
+        evaluate_stage.score_samples(ctx, target, written)
+    else:
+        evaluate_stage.run(ctx)
+        written = ctx.run.stage_dir("evaluate") / "metrics.json"
+    out.print(f"wrote {written}")
 
 
 @app.command()

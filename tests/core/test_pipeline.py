@@ -95,3 +95,68 @@ def test_a_later_stage_without_its_inputs_says_what_to_run(tmp_path, standins):
     recipe = load_recipe(tiny_recipe(output_dir=str(tmp_path / "runs")))
     with pytest.raises(UserError, match="run it first"):
         run_recipe(recipe, stages=["denoiser"], console=quiet())
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path, standins):
+    """A private copy of the shared run (for commands that write into it)."""
+    _, original = tiny_run
+    shutil.copytree(original, tmp_path / original.name)
+    return tmp_path / original.name
+
+
+def test_sample_stage_keeps_every_clip_with_its_conditions(tiny_run):
+    from vqvdm_core.pipeline.samples_file import load_samples
+
+    _, run = tiny_run
+    video, labels, fps = load_samples(run / "sample" / "samples.safetensors")
+    assert video.shape == (2, 3, 4, 8, 8)  # 2 classes x 1 fps x 1 per condition
+    assert labels.tolist() == [0, 1] and fps.tolist() == [8.0, 8.0]
+    assert video.min() >= -1 and video.max() <= 1
+
+
+def test_sample_command_writes_grid_videos_and_clips(run_copy, tmp_path):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+    from vqvdm_core.pipeline.samples_file import load_samples
+
+    out = tmp_path / "s.mp4"
+    result = CliRunner().invoke(app, ["sample", str(run_copy), "--label", "1", "--fps", "8",
+                                      "--num", "3", "--steps", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0 and out.with_suffix(".gif").stat().st_size > 0
+    video, labels, fps = load_samples(out.with_suffix(".safetensors"))
+    assert video.shape[0] == 3 and labels.tolist() == [1, 1, 1] and fps.tolist() == [8.0] * 3
+
+
+def test_evaluate_command_scores_a_run_and_a_samples_file(run_copy):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(run_copy), "--metrics", "mean_brightness",
+                                      "--num-samples", "2", "--guidance", "1", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_copy / "evaluate" / "metrics.json").read_text())
+    assert [r["guidance_scale"] for r in report["results"]] == [1.0]
+    assert report["results"][0]["num_samples"] == 2
+
+    samples = run_copy / "sample" / "samples.safetensors"
+    result = CliRunner().invoke(app, ["evaluate", str(samples)])
+    assert result.exit_code == 0, result.output
+    scored = json.loads((run_copy / "sample" / "samples.metrics.json").read_text())
+    assert scored["results"][0]["num_samples"] == 2
+    assert "mean_brightness" in scored["results"][0]["values"]
+
+
+def test_report_command_links_what_the_run_made(run_copy):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+
+    result = CliRunner().invoke(app, ["report", str(run_copy)])
+    assert result.exit_code == 0, result.output
+    page = (run_copy / "report.html").read_text()
+    assert "sample/grid.gif" in page and "mean_brightness/mean" in page
+    assert "loss_curves.png" in page and "recipe" in page.lower()

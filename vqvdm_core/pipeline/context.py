@@ -68,8 +68,8 @@ class RunContext:
             self.recipe,
             num_classes=int(meta["num_classes"]),
             clip_shape=tuple(meta["clip_shape"]),  # type: ignore[arg-type]
+            tokenizer=self.tokenizer(),  # the trained, frozen tokenizer
         )
-        system.tokenizer = self.tokenizer()  # the trained, frozen tokenizer
         system.latent_scale.fill_(float(meta["scale"]))
         if trained:
             self.run.require("denoiser")

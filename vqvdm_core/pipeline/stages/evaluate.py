@@ -1,74 +1,107 @@
-"""Stage ``evaluate``: generate ``num_samples`` clips per guidance scale and score them."""
+"""Stage ``evaluate``: generate ``num_samples`` clips per guidance scale and score them.
+
+:func:`score_samples` scores clips already on disk (a ``samples.safetensors`` file) the same way.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from rich.table import Table
 
 from vqvdm_core.errors import UserError
+from vqvdm_core.interfaces import Metric
 from vqvdm_core.pipeline.conditions import cycle
 from vqvdm_core.pipeline.context import RunContext, write_json
 from vqvdm_core.pipeline.generate import generate
+from vqvdm_core.pipeline.samples_file import load_samples
 from vqvdm_core.progress import progress
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # video (B, 3, T, H, W), labels (B,), fps (B,)
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     e = ctx.recipe.evaluate
-    out = ctx.run.stage_dir("evaluate")
-    if not e.metrics:
-        raise UserError("evaluate.metrics is empty: name at least one metric in the recipe")
-    meta = ctx.latents_meta()
+    metrics = _build_metrics(ctx)
     system = ctx.system(trained=True)
-    metrics = {spec.name: spec.build("metric").to(ctx.device) for spec in e.metrics}
-    scales = e.guidance_scales or [system.guidance.scale]
-    conditions = cycle(meta, e.num_samples, fps=ctx.recipe.sample.fps)
-    real_path = "data.val" if e.real == "val" and ctx.recipe.data.val else "data.train"
-    real_identity = f"{real_path}-{ctx.recipe.hash(real_path)}"  # which clips form the real set
-    for metric in metrics.values():
-        metric.set_reference(real_identity)  # lets metrics cache real-set statistics across runs
+    conditions = cycle(ctx.latents_meta(), e.num_samples, fps=ctx.recipe.sample.fps)
     results = []
-    for scale in scales:
-        for metric in metrics.values():
-            metric.reset()
-        wanting = [m for m in metrics.values() if m.requires_real and m.needs_real]
-        if wanting:
-            feed_real(ctx, wanting, e.num_samples, e.batch_size)
+    for scale in e.guidance_scales or [system.guidance.scale]:
         start = time.perf_counter()
-        for part, video in generate(system, conditions, batch_size=e.batch_size, steps=e.steps,
-                                    sampler=e.sampler, guidance_scale=scale, seed=ctx.recipe.seed + 1,
-                                    device=ctx.device, precision=e.precision, console=ctx.console,
-                                    description=f"evaluate w={scale:g}"):
-            labels, fps = torch.tensor(part.labels), torch.tensor(part.fps)
-            for metric in metrics.values():
-                metric.update(fake=video.to(ctx.device), labels=labels, fps=fps)
-        values = {name: m.compute() for name, m in metrics.items()}
+        batches = ((video, torch.tensor(part.labels), torch.tensor(part.fps)) for part, video in generate(
+            system, conditions, batch_size=e.batch_size, steps=e.steps, sampler=e.sampler,
+            guidance_scale=scale, seed=ctx.recipe.seed + 1, device=ctx.device, precision=e.precision,
+            console=ctx.console, description=f"evaluate w={scale:g}"))
+        values = _score(ctx, metrics, batches)
         results.append({"guidance_scale": scale, "num_samples": len(conditions), "steps": e.steps,
                         "sampler": e.sampler or "default",
                         "seconds": round(time.perf_counter() - start, 2), "values": values})
-    report = {
-        "results": results,
-        "protocol": {name: m.protocol() for name, m in metrics.items()},
-        "real_set": e.real,
-    }
-    write_json(out / "metrics.json", report)
-    ctx.console.print(metrics_table(report))
-    return {"results": results}
+    return _write_report(ctx, metrics, results, ctx.run.stage_dir("evaluate") / "metrics.json")
 
 
-def feed_real(ctx: RunContext, metrics: list[Any], count: int, batch_size: int) -> None:
-    """Give ``metrics`` up to ``count`` real clips from the recipe's real set."""
-    ds = ctx.dataset(ctx.recipe.evaluate.real)
-    n = min(count, len(ds))
+def score_samples(ctx: RunContext, path: Path, out: Path) -> dict[str, Any]:
+    """Score the clips of a samples file with the recipe's ``evaluate.metrics``; write ``out``."""
+    metrics = _build_metrics(ctx)
+    video, labels, fps = load_samples(path)
+    bs = ctx.recipe.evaluate.batch_size
+    batches = ((video[i:i + bs], labels[i:i + bs], fps[i:i + bs]) for i in range(0, len(video), bs))
+    start = time.perf_counter()
+    values = _score(ctx, metrics, batches)
+    results = [{"samples": str(path), "num_samples": len(video),
+                "seconds": round(time.perf_counter() - start, 2), "values": values}]
+    return _write_report(ctx, metrics, results, out)
+
+
+def _build_metrics(ctx: RunContext) -> dict[str, Metric]:
+    e = ctx.recipe.evaluate
+    if not e.metrics:
+        raise UserError("evaluate.metrics is empty: name at least one metric in the recipe")
+    metrics = {spec.name: spec.build("metric").to(ctx.device) for spec in e.metrics}
+    real_path = "data.val" if e.real == "val" and ctx.recipe.data.val else "data.train"
+    identity = f"{real_path}-{ctx.recipe.hash(real_path)}"  # names the real set for cached statistics
+    for metric in metrics.values():
+        metric.set_reference(identity)
+    return metrics
+
+
+def _score(ctx: RunContext, metrics: dict[str, Metric], batches: Iterable[Batch]) -> dict[str, Any]:
+    """Reset ``metrics``, feed them real clips if they still need them, then every batch."""
+    for metric in metrics.values():
+        metric.reset()
+    wanting = [m for m in metrics.values() if m.requires_real and m.needs_real]
+    if wanting:
+        _feed_real(ctx, wanting)
+    for video, labels, fps in batches:
+        for metric in metrics.values():
+            metric.update(fake=video.to(ctx.device), labels=labels, fps=fps)
+    return {name: m.compute() for name, m in metrics.items()}
+
+
+def _feed_real(ctx: RunContext, metrics: list[Metric]) -> None:
+    """Give ``metrics`` up to ``evaluate.num_samples`` clips of the recipe's real set."""
+    e = ctx.recipe.evaluate
+    ds = ctx.dataset(e.real)
+    n = min(e.num_samples, len(ds))
     with progress(ctx.console, n, "real clips") as advance:
-        for start in range(0, n, batch_size):
-            idx = range(start, min(n, start + batch_size))
+        for start in range(0, n, e.batch_size):
+            idx = range(start, min(n, start + e.batch_size))
             video = torch.stack([ds[i]["video"] for i in idx]).to(ctx.device)
             for metric in metrics:
                 metric.update(real=video)
             advance(len(idx))
+
+
+def _write_report(ctx: RunContext, metrics: dict[str, Metric], results: list[dict[str, Any]],
+                  out: Path) -> dict[str, Any]:
+    report = {"results": results, "protocol": {name: m.protocol() for name, m in metrics.items()},
+              "real_set": ctx.recipe.evaluate.real}
+    write_json(out, report)
+    ctx.console.print(metrics_table(report))
+    return {"results": results}
 
 
 def metrics_table(report: dict[str, Any]) -> Table:
@@ -77,7 +110,9 @@ def metrics_table(report: dict[str, Any]) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for res in report["results"]:
+        scale = res.get("guidance_scale")
         for name, values in res["values"].items():
             for key, value in values.items():
-                table.add_row(f"{res['guidance_scale']:g}", f"{name}/{key}", f"{value:.4g}")
+                shown = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+                table.add_row("-" if scale is None else f"{scale:g}", f"{name}/{key}", shown)
     return table

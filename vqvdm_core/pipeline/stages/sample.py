@@ -9,6 +9,7 @@ import torch
 from vqvdm_core.pipeline.conditions import grid
 from vqvdm_core.pipeline.context import RunContext, write_json
 from vqvdm_core.pipeline.generate import generate
+from vqvdm_core.pipeline.samples_file import save_samples
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -34,5 +35,6 @@ def run(ctx: RunContext) -> dict[str, Any]:
         files.append(path.name)
     write_json(out / "conditions.json", {"labels": conditions.labels, "fps": conditions.fps,
                                          "captions": conditions.captions})
+    save_samples(out / "samples.safetensors", video, conditions.labels, conditions.fps)
     ctx.say(f"wrote {len(conditions)} samples to {', '.join(str(out / f) for f in files)}")
     return {"files": files, "count": len(conditions)}
