@@ -32,9 +32,12 @@ class RunContext:
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def say(self, message: str) -> None:
-        """A line for the person watching, also written to the run log."""
-        self.console.print(message, highlight=False)
-        self.log.info(message)
+        """A line for the person watching, also written to the run log (rank 0 only)."""
+        from vqvdm_core.distributed import is_main
+
+        if is_main():
+            self.console.print(message, highlight=False, markup=False)
+            self.log.info(message)
 
     # -- data ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from vqvdm_core.pipeline.conditions import cycle
+from vqvdm_core.distributed import is_main
 from vqvdm_core.pipeline.context import DENOISER_WEIGHTS, LATENTS_FILE, RunContext, write_json
 from vqvdm_core.pipeline.latent_cache import LatentDataset
 from vqvdm_core.pipeline.validation import MetricSet
@@ -45,6 +46,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     result = trainer.fit(LatentDataset(ctx.run.stage_dir("latents") / LATENTS_FILE))
     trainer.export_weights(out / DENOISER_WEIGHTS, ema=True)
     final = dict(result.final)
-    write_json(out / "metrics.json", final)
+    if is_main():
+        write_json(out / "metrics.json", final)
     ctx.say(f"denoiser trained for {result.step} steps -> {out / DENOISER_WEIGHTS}")
     return {"steps": result.step, "final": final}

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from vqvdm_core.interfaces import VideoTokenizer
+from vqvdm_core.distributed import is_main
 from vqvdm_core.pipeline.context import TOKENIZER_WEIGHTS, RunContext, write_json
 from vqvdm_core.pipeline.validation import MetricSet, held_out_batch
 
@@ -48,6 +49,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     result = trainer.fit(ctx.dataset("train"))
     trainer.export_weights(out / TOKENIZER_WEIGHTS, ema=True)
     final = dict(result.final)
-    write_json(out / "metrics.json", final)
+    if is_main():
+        write_json(out / "metrics.json", final)
     ctx.say(f"tokenizer trained for {result.step} steps -> {out / TOKENIZER_WEIGHTS}")
     return {"trained": True, "steps": result.step, "final": final}
