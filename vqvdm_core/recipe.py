@@ -96,11 +96,12 @@ class ComponentSpec(Strict):
 class OptimizerSettings(Strict):
     """An Adam-family optimizer."""
 
-    name: Literal["adamw", "adam"] = "adamw"
-    lr: float = Field(1e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    name: Literal["adamw", "adam"] = Field("adamw", description="adamw: decoupled weight decay; adam: L2 "
+                                           "weight decay added to the gradient")
+    lr: float = Field(1e-4, gt=0, description="peak learning rate (after warm-up)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's moment decays (beta1, beta2)")
     weight_decay: float = Field(0.0, ge=0)
-    eps: float = Field(1e-8, gt=0)
+    eps: float = Field(1e-8, gt=0, description="Adam's denominator epsilon")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
 
 
@@ -117,11 +118,11 @@ class TrainSettings(Strict):
     )
     grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null disables")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights; null disables")
-    precision: Precision = "fp32"
+    precision: Precision = Field("fp32", description="autocast precision of training (fp16: CUDA only)")
     compile: bool = Field(False, description="torch.compile the trained modules")
-    log_every: int = Field(10, ge=1)
-    val_every: int = Field(500, ge=1)
-    ckpt_every: int = Field(500, ge=1)
+    log_every: int = Field(10, ge=1, description="steps between log lines and metrics.jsonl records")
+    val_every: int = Field(500, ge=1, description="steps between validations (and after the last step)")
+    ckpt_every: int = Field(500, ge=1, description="steps between checkpoints (and after the last step)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     val_clips: int = Field(8, ge=0, description="held-out clips used at each validation")
     val_metrics: list[ComponentSpec] = Field(
@@ -139,6 +140,8 @@ class TrainSettings(Strict):
 
 
 class StageTraining(Strict):
+    """Settings of the two training stages."""
+
     tokenizer: TrainSettings = Field(default_factory=TrainSettings)
     denoiser: TrainSettings = Field(default_factory=TrainSettings)
 
@@ -146,14 +149,15 @@ class StageTraining(Strict):
 class DataSettings(Strict):
     """Training clips, and the held-out clips used for validation and as the real set of metrics."""
 
-    train: ComponentSpec
-    val: ComponentSpec | None = None
+    train: ComponentSpec = Field(description="the training clips")
+    val: ComponentSpec | None = Field(None, description="held-out clips; null: validate and evaluate "
+                                      "against the training clips")
 
 
 class LatentSettings(Strict):
     """The ``latents`` stage: encode the training set once with the frozen tokenizer."""
 
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="clips per encoder forward")
     epochs: int = Field(1, ge=1, description="passes over the data set (random clips differ per pass)")
     scale: float | Literal["auto"] = Field(
         "auto", description="latent scaling; 'auto' normalises latents to unit variance"
@@ -173,19 +177,21 @@ class SampleSettings(Strict):
     steps: int | None = Field(100, ge=1, description="sampling steps (respaced); null = all")
     sampler: str | None = Field(None, description="schedule sampler, e.g. ddpm or ddim; null = default")
     guidance_scale: float | None = Field(None, description="null = the guidance component's scale")
-    batch_size: int = Field(8, ge=1)
-    formats: list[Literal["mp4", "gif"]] = Field(default_factory=lambda: ["mp4", "gif"])
+    batch_size: int = Field(8, ge=1, description="clips generated per forward")
+    formats: list[Literal["mp4", "gif"]] = Field(default_factory=lambda: ["mp4", "gif"],
+                                                 description="files written for the grid")
     precision: Precision = Field("fp32", description="autocast precision of sampling")
 
 
 class EvaluateSettings(Strict):
     """The ``evaluate`` stage: generate ``num_samples`` clips and score them."""
 
-    metrics: list[ComponentSpec] = Field(default_factory=list)
-    num_samples: int = Field(2048, ge=1)
-    batch_size: int = Field(8, ge=1)
-    steps: int | None = Field(100, ge=1)
-    sampler: str | None = None
+    metrics: list[ComponentSpec] = Field(default_factory=list, description="the metrics to compute")
+    num_samples: int = Field(2048, ge=1, description="clips generated per guidance scale; also the "
+                             "most real clips fed")
+    batch_size: int = Field(8, ge=1, description="clips generated per forward")
+    steps: int | None = Field(100, ge=1, description="sampling steps (respaced); null = all")
+    sampler: str | None = Field(None, description="schedule sampler, e.g. ddpm or ddim; null = default")
     guidance_scales: list[float] | None = Field(
         None, description="evaluate at each of these guidance scales; null = the guidance's scale"
     )
@@ -211,18 +217,21 @@ COMPONENT_SLOTS: tuple[tuple[str, str, bool], ...] = (
 class Recipe(Strict):
     """A runnable system: data, components, and the settings of every stage."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name: outputs go to <output_dir>/<name>/")
+    seed: int = Field(0, description="seeds training, clip choice and sampling")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
-    output_dir: str = "runs"
-    stages: list[StageName] = Field(default_factory=lambda: list(STAGES))
-    data: DataSettings
-    tokenizer: ComponentSpec
-    denoiser: ComponentSpec
-    schedule: ComponentSpec
-    conditioners: list[ComponentSpec] = Field(default_factory=list)
-    guidance: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="none"))
-    train: StageTraining = Field(default_factory=StageTraining)
+    output_dir: str = Field("runs", description="folder holding the run directories")
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGES),
+                                    description="stages `vqvdm run` runs, in pipeline order")
+    data: DataSettings = Field(description="training and held-out clips")
+    tokenizer: ComponentSpec = Field(description="video <-> latent (the paper: vqgan3d)")
+    denoiser: ComponentSpec = Field(description="the diffusion network (the paper: unet3d)")
+    schedule: ComponentSpec = Field(description="noise schedule and samplers (the paper: ddpm)")
+    conditioners: list[ComponentSpec] = Field(
+        default_factory=list, description="embeddings added to the time embedding (the paper: fps, class)")
+    guidance: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="none"),
+                                    description="how conditional and unconditional predictions combine")
+    train: StageTraining = Field(default_factory=StageTraining, description="the two training stages")
     latents: LatentSettings = Field(default_factory=LatentSettings)
     sample: SampleSettings = Field(default_factory=SampleSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)

@@ -34,7 +34,7 @@ from vqvdm_core.interfaces import (
 )
 from vqvdm_core.registry import REGISTRY, Registry
 
-__all__ = ["LatentVideoDiffusion", "build_system"]
+__all__ = ["LatentVideoDiffusion", "WIRED_FIELDS", "build_system"]
 
 EmbedMode = Literal["train", "cond", "uncond"]
 
@@ -291,13 +291,22 @@ def _short(keys: list[str], limit: int = 5) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+WIRED_FIELDS: dict[str, dict[str, str]] = {
+    "denoiser": {"in_channels": "the tokenizer's latent_channels"},
+    "conditioner": {"emb_dim": "the denoiser's emb_dim", "num_classes": "the data set's number of classes"},
+}
+"""Config fields :func:`build_system` fills when a recipe leaves them unset: kind -> field -> source."""
+
+
 def build_system(recipe: Any, *, num_classes: int, clip_shape: tuple[int, int, int],
-                 registry: Registry = REGISTRY) -> LatentVideoDiffusion:
+                 registry: Registry = REGISTRY, tokenizer: VideoTokenizer | None = None) -> LatentVideoDiffusion:
     """Build every component of ``recipe`` and compose them.
 
     Wired fields left unset by the recipe are filled: the denoiser's ``in_channels`` from
     ``tokenizer.latent_channels``; each conditioner's ``emb_dim`` from ``denoiser.emb_dim`` and
     ``num_classes`` from the data set. A class conditioner on a data set without classes is refused.
+    ``tokenizer``: an already built (e.g. trained and frozen) tokenizer to use instead of building
+    the recipe's, which would be thrown away (a VQGAN also builds its loss networks).
     """
 
     def build(path: str, kind: str, spec: Any, **wired: Any) -> Any:
@@ -306,7 +315,8 @@ def build_system(recipe: Any, *, num_classes: int, clip_shape: tuple[int, int, i
         except ValidationError as exc:
             raise ComponentError(f"{path} ({spec.name}): invalid config:\n{exc}") from None
 
-    tokenizer = build("tokenizer", "tokenizer", recipe.tokenizer)
+    if tokenizer is None:
+        tokenizer = build("tokenizer", "tokenizer", recipe.tokenizer)
     latent_channels = tokenizer.latent_channels
     denoiser = build("denoiser", "denoiser", recipe.denoiser, in_channels=latent_channels)
     wired_in = getattr(getattr(denoiser, "config", None), "in_channels", None)

@@ -1,0 +1,96 @@
+"""Run the quickstart end to end and check the quality and budget targets of issue 7.
+
+    python benchmarks/quickstart.py                 # runs recipes/quickstart.yaml into runs/
+    python benchmarks/quickstart.py --run runs/quickstart --no-run   # only check an existing run
+
+Measures wall time and peak memory of the whole `vqvdm run` (through `/usr/bin/time -v` when
+available), then reads the run's outputs and checks:
+
+- wall time <= 15 minutes;
+- motion-probe class accuracy >= 0.90 at the recipe's guidance scale, and higher than at w = 0;
+- |Spearman correlation| between requested FPS and measured speed >= 0.8;
+- tokenizer PSNR on held-out clips >= 30 dB (the tokenizer stage's last validation);
+- at least 256 generated clips scored.
+
+Prints a table and writes `<run>/targets.json`; exits 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_quickstart(recipe: Path, extra: list[str]) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "vqvdm_core.cli", "run", str(recipe), *extra]
+    timer = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
+    start = time.perf_counter()
+    if timer:
+        proc = subprocess.run([timer, "-v", *cmd], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr or "")
+        peak_gb = int(peak.group(1)) / 2**20 if peak else float("nan")
+    else:
+        proc = subprocess.run(cmd, cwd=REPO)
+        peak_gb = float("nan")
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"vqvdm run failed with exit code {proc.returncode}")
+    return {"wall_seconds": wall, "peak_rss_gb": peak_gb}
+
+
+def check(run: Path, measured: dict[str, float], guidance: float) -> list[tuple[str, float, str, bool]]:
+    report = json.loads((run / "evaluate" / "metrics.json").read_text())
+    by_scale = {r["guidance_scale"]: r for r in report["results"]}
+    probe = by_scale[guidance]["values"]["motion_probe"]
+    probe0 = by_scale.get(0.0, {}).get("values", {}).get("motion_probe", {})
+    tok = json.loads((run / "tokenizer" / "metrics.json").read_text())
+    psnr = float(tok.get("val/psnr", float("nan")))
+    rows = [
+        ("class accuracy at w=%g" % guidance, probe["class_accuracy"], ">= 0.90", probe["class_accuracy"] >= 0.90),
+        ("class accuracy at w=0", probe0.get("class_accuracy", float("nan")), "< the above",
+         probe0.get("class_accuracy", 1.0) < probe["class_accuracy"]),
+        ("|FPS-speed Spearman|", abs(probe["fps_speed_spearman"]), ">= 0.8", abs(probe["fps_speed_spearman"]) >= 0.8),
+        ("object persistence", probe.get("persistence", float("nan")), "(reported)", True),
+        ("tokenizer PSNR (dB)", psnr, ">= 30", psnr >= 30),
+        ("clips scored", by_scale[guidance]["num_samples"], ">= 256", by_scale[guidance]["num_samples"] >= 256),
+    ]
+    if "wall_seconds" in measured:
+        rows.append(("wall time (s)", measured["wall_seconds"], "<= 900", measured["wall_seconds"] <= 900))
+        rows.append(("peak RSS (GB)", measured["peak_rss_gb"], "(reported)", True))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "quickstart.yaml")
+    parser.add_argument("--run", type=Path, default=REPO / "runs" / "quickstart")
+    parser.add_argument("--no-run", action="store_true", help="only check an existing run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override")
+    args = parser.parse_args()
+    measured: dict[str, float] = {}
+    if not args.no_run:
+        extra = [a for o in args.overrides for a in ("--set", o)]
+        measured = run_quickstart(args.recipe, extra)
+    import yaml
+
+    recipe = yaml.safe_load((args.run / "recipe.yaml").read_text())
+    scales = recipe["evaluate"].get("guidance_scales") or [recipe["guidance"].get("scale", 1.0)]
+    rows = check(args.run, measured, max(scales))
+    width = max(len(r[0]) for r in rows)
+    for name, value, target, ok in rows:
+        print(f"{name:<{width}}  {value:>10.4g}  {target:<12} {'ok' if ok else 'MISSED'}")
+    out = {"measured": measured, "checks": [dict(zip(("name", "value", "target", "ok"), r)) for r in rows]}
+    (args.run / "targets.json").write_text(json.dumps(out, indent=2, default=str))
+    sys.exit(0 if all(r[3] for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
