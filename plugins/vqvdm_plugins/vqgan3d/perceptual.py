@@ -56,28 +56,29 @@ def _load_vgg16_features(lpips_model: nn.Module, path: Path) -> None:
         raise MissingFileError(f"{path}: expected VGG16's 13 convolutions, loaded {loaded}")
 
 
+def require_vgg16() -> Path:
+    """The VGG16 weight file LPIPS needs, or a :class:`MissingFileError` saying where it goes."""
+    path = vgg16_weights_path()
+    if not path.is_file():
+        raise MissingFileError(
+            f"LPIPS needs torchvision's ImageNet VGG16 weights '{VGG16_FILENAME}' at {path} "
+            f"(torch hub cache; set TORCH_HOME to move it). Download {VGG16_URL} to that path, "
+            f"or set the tokenizer's 'perceptual_pretrained: false' (random backbone, only for "
+            f"tests and demos) or 'perceptual_weight: 0' (no perceptual loss)."
+        )
+    return path
+
+
 def build_lpips(*, pretrained: bool = True) -> nn.Module:
     """A frozen ``lpips.LPIPS(net="vgg")`` in eval mode.
 
     ``pretrained=True`` needs :func:`vgg16_weights_path` and raises :class:`MissingFileError`
-    without it; ``pretrained=False`` uses a random backbone (with a warning).
+    without it; ``pretrained=False`` uses a random backbone (:class:`PerceptualLoss` warns).
     """
     import lpips
 
     if pretrained:
-        path = vgg16_weights_path()
-        if not path.is_file():
-            raise MissingFileError(
-                f"LPIPS needs torchvision's ImageNet VGG16 weights '{VGG16_FILENAME}' at {path} "
-                f"(torch hub cache; set TORCH_HOME to move it). Download {VGG16_URL} to that path, "
-                f"or set the tokenizer's 'perceptual_pretrained: false' (random backbone, only for "
-                f"tests and demos) or 'perceptual_weight: 0' (no perceptual loss)."
-            )
-    else:
-        message = ("LPIPS perceptual loss built with a RANDOM VGG16 backbone (perceptual_pretrained: "
-                   "false): it is not a perceptual loss; use it only for tests and CPU demos.")
-        warnings.warn(message, stacklevel=2)
-        log.warning(message)
+        require_vgg16()
     with warnings.catch_warnings():
         # lpips calls torchvision's deprecated `pretrained=` argument; we always pass False and load
         # the backbone ourselves, so no network access is attempted.
@@ -99,7 +100,22 @@ class PerceptualLoss(nn.Module):
     def __init__(self, *, pretrained: bool = True, frames: int | None = None):
         super().__init__()
         self.frames = frames
-        self.lpips = build_lpips(pretrained=pretrained)
+        self.pretrained = pretrained
+        if pretrained:
+            require_vgg16()  # a missing file is reported now, not at the first training step
+        else:
+            message = ("LPIPS perceptual loss with a RANDOM VGG16 backbone (perceptual_pretrained: "
+                       "false): it is not a perceptual loss; use it only for tests and CPU demos.")
+            warnings.warn(message, stacklevel=3)
+            log.warning(message)
+        # Built on first use: encoding, decoding and sampling never pay for the VGG.
+        self.lpips: nn.Module | None = None
+
+    def network(self, device: torch.device) -> nn.Module:
+        """The LPIPS network on ``device``, built the first time it is needed."""
+        if self.lpips is None:
+            self.lpips = build_lpips(pretrained=self.pretrained)
+        return self.lpips.to(device)
 
     def train(self, mode: bool = True) -> "PerceptualLoss":
         """Always stays in eval mode (its dropout is for training the linear layers, which we never do)."""
@@ -116,4 +132,4 @@ class PerceptualLoss(nn.Module):
             real, fake = (rearrange(v, "b k c h w -> (b k) c h w") for v in (real, fake))
         else:
             real, fake = (rearrange(v, "b c t h w -> (b t) c h w") for v in (real, fake))
-        return self.lpips(fake, real.detach()).mean()
+        return self.network(real.device)(fake, real.detach()).mean()

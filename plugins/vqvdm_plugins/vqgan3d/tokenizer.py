@@ -175,10 +175,7 @@ class VQGAN3D(VideoTokenizer):
         """LPIPS between ``real`` and ``fake`` (moves the loss network to their device on first use)."""
         if not self._perceptual:
             raise RuntimeError("perceptual_weight is 0: no LPIPS network was built")
-        net = self._perceptual[0]
-        if next(net.parameters()).device != real.device:
-            net.to(real.device)
-        return net(real, fake)
+        return self._perceptual[0](real, fake)
 
     def reconstruct(self, video: Tensor, *, update_codebook: bool = False) -> tuple[Tensor, QuantizerOutput]:
         """Encode, quantize and decode ``video``; ``update_codebook`` runs the codebook's training
