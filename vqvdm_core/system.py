@@ -214,7 +214,8 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         (unconditional); an FPS conditioner without ``fps`` uses its default or raises.
         ``steps`` respaces the chain (``None``: every training step); ``sampler`` and
         ``guidance_scale`` override the schedule's and guidance's defaults. All noise comes from
-        ``generator``. ``progress(i, n)`` is called after each denoising step.
+        ``generator``. ``progress(i, n)`` is called after each denoising step. Decoding runs in
+        chunks of ``decode_batch_size`` clips (default: see :meth:`decode`).
         """
         if num < 1:
             raise UserError(f"the number of clips to sample must be at least 1, got {num}")
@@ -238,10 +239,37 @@ class LatentVideoDiffusion(nn.Module, Trainable):
             z = z / self.latent_scale
             if not decode:
                 return z
-            chunk = decode_batch_size or num
-            return torch.cat([self.tokenizer.decode(part).clamp(-1.0, 1.0) for part in z.split(chunk)])
+            return self.decode(z, batch_size=decode_batch_size)
         finally:
             self.train(was_training)
+
+    DECODE_CHUNK_VALUES = 2**20
+    """Default decode chunk: as many clips as make about this many output values (one 16x128x128
+    RGB clip is 786,432; the tokenizer's full-resolution activations are tens of times that)."""
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, *, batch_size: int | None = None) -> Tensor:
+        """Unscaled latents ``(B, c, t, h, w)`` -> video ``(B, 3, T, H, W)`` clamped to [-1, 1].
+
+        Decodes ``batch_size`` clips at a time (default: :attr:`DECODE_CHUNK_VALUES` output values'
+        worth) into one preallocated output, so only one chunk's full-resolution activations are
+        ever alive and no list of decoded chunks is concatenated at the end.
+        """
+        num = z.shape[0]
+        if batch_size is None:
+            frames, height, width = self.clip_shape
+            batch_size = max(1, self.DECODE_CHUNK_VALUES // (3 * frames * height * width))
+        out: Tensor | None = None
+        for start in range(0, num, batch_size):
+            part = self.tokenizer.decode(z[start:start + batch_size]).clamp(-1.0, 1.0)
+            if out is None:
+                if part.shape[0] == num:
+                    return part
+                out = part.new_empty((num, *part.shape[1:]))
+            out[start:start + part.shape[0]] = part
+            del part
+        assert out is not None
+        return out
 
     def _sampling_fields(self, num: int, *, labels: Any, fps: Any,
                          device: torch.device) -> tuple[dict[str, Tensor], bool]:

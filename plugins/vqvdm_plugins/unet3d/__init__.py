@@ -3,7 +3,8 @@
 Files, one concept each: ``unet.py`` (the registered :class:`UNet3D`), ``block.py`` (residual block
 + spatial attention + temporal attention), ``residual_block.py``, ``spatial_attention.py``,
 ``temporal_attention.py`` (causal, rotary positions), ``resample.py`` (down/upsampling),
-``padding.py`` (temporal replicate padding).
+``padding.py`` (temporal replicate padding), ``conv_gemm.py`` (the deepest level's convolutions as
+one matrix multiply on the CPU). Speed notes and measurements: ``docs/performance.md``.
 """
 
 from vqvdm_plugins.unet3d.unet import UNet3D

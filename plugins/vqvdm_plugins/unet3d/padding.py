@@ -3,12 +3,17 @@
 The paper pads Conv3D in time by replication, "a copy of the real frame rather than zero padding"
 (after TATS): a clip's first and last frames are not pushed towards black. Space keeps ordinary
 zero padding, which the convolution applies itself without an extra copy.
+
+On the CPU, where a layer has more output channels than output positions (the deepest level at
+small batch), the convolution runs as one GEMM (:mod:`.conv_gemm`); the result is the same.
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vqvdm_plugins.unet3d.conv_gemm import conv3d_gemm, prefers_gemm
 
 __all__ = ["TemporalReplicateConv3d"]
 
@@ -24,9 +29,18 @@ class TemporalReplicateConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, kernel_size, padding=(0, kh // 2, kw // 2), bias=bias)
         self.time_pad = kt // 2
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C_in, T, H, W)`` -> ``(B, C_out, T, H, W)``."""
+    def forward(self, x: Tensor, extra_bias: Tensor | None = None) -> Tensor:
+        """``(B, C_in, T, H, W)`` -> ``(B, C_out, T, H, W)``; ``extra_bias`` ``(B, C_out)``, if
+        given, is added per example (the residual block's embedding) without another temporary."""
+        b, _, t, h, w = x.shape
         if self.time_pad:
             # F.pad's tuple runs from the last axis: (W, W, H, H, T, T).
             x = F.pad(x, (0, 0, 0, 0, self.time_pad, self.time_pad), mode="replicate")
-        return super().forward(x)
+        if prefers_gemm(x, self.weight, out_positions=b * t * h * w):
+            return conv3d_gemm(x, self.weight, self.bias, padding=self.padding,  # type: ignore[arg-type]
+                               extra_bias=extra_bias)
+        out = super().forward(x)
+        if extra_bias is not None:
+            # In place on the fresh output: the convolution's backward does not need it.
+            out = out.add_(extra_bias[:, :, None, None, None].to(out.dtype))
+        return out

@@ -7,11 +7,12 @@ so a freshly built block is the identity on its skip path and deep U-Nets train 
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvdm_plugins.unet3d.padding import TemporalReplicateConv3d
 
-__all__ = ["ResidualBlock", "group_norm"]
+__all__ = ["PointwiseConv3d", "ResidualBlock", "group_norm"]
 
 
 def group_norm(channels: int, max_groups: int) -> nn.GroupNorm:
@@ -25,6 +26,23 @@ def group_norm(channels: int, max_groups: int) -> nn.GroupNorm:
     limit = max(1, min(max_groups, channels // 4))
     groups = max(g for g in range(1, limit + 1) if channels % g == 0)
     return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
+class PointwiseConv3d(nn.Conv3d):
+    """A 1x1x1 ``nn.Conv3d`` computed as a matrix multiply over the channels of every position.
+
+    PyTorch's CPU ``conv3d`` sends 1x1x1 kernels to its slow reference path; ``F.linear`` on the
+    channels-last view ``(B, T, H, W, C)`` (free when the input is channels-last) is one GEMM.
+    Same parameters and state-dict keys as ``nn.Conv3d(in, out, kernel_size=1)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C_in, T, H, W)`` -> ``(B, C_out, T, H, W)`` (channels-last memory)."""
+        tokens = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C_in)
+        return F.linear(tokens, self.weight.flatten(1), self.bias).permute(0, 4, 1, 2, 3)
 
 
 class ResidualBlock(nn.Module):
@@ -45,12 +63,12 @@ class ResidualBlock(nn.Module):
         self.conv2 = TemporalReplicateConv3d(out_channels, out_channels)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
-        self.act = nn.SiLU()
         self.skip = (nn.Identity() if in_channels == out_channels
-                     else nn.Conv3d(in_channels, out_channels, kernel_size=1))
+                     else PointwiseConv3d(in_channels, out_channels))
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(self.act(self.norm1(x)))
-        h = h + self.emb_proj(emb)[:, :, None, None, None]  # (B, C_out) broadcast over T, H, W
-        h = self.conv2(self.dropout(self.act(self.norm2(h))))
-        return self.skip(x) + h
+        # SiLU in place on the fresh GroupNorm output (GroupNorm's backward needs only its input).
+        h = self.conv1(F.silu(self.norm1(x), inplace=True),
+                       extra_bias=self.emb_proj(emb))  # + (B, C_out) broadcast over T, H, W
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
+        return h.add_(self.skip(x))

@@ -125,6 +125,10 @@ class UNet3D(Denoiser):
         self.conv_out = TemporalReplicateConv3d(ch, out_ch)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # Convolution weights in the activations' channels-last layout: otherwise every call
+        # copies each weight into it (at small batch the weights outweigh the activations).
+        # Loading a state dict copies into these tensors and keeps the layout.
+        self.to(memory_format=torch.channels_last_3d)
 
     # -- Denoiser interface ------------------------------------------------------------------
 
@@ -150,6 +154,10 @@ class UNet3D(Denoiser):
         if emb is not None:
             cond = cond + emb.to(cond.dtype)
 
+        # Channels-last memory, (B, T, H, W, C), through the whole network: oneDNN's (and
+        # cuDNN's) fast convolution layout, and spatial attention's per-token view of it is free.
+        if x_t.device.type in ("cpu", "cuda"):
+            x_t = x_t.contiguous(memory_format=torch.channels_last_3d)
         h = self.conv_in(x_t)
         skips = [h]
         for layer in self.down:
@@ -161,7 +169,7 @@ class UNet3D(Denoiser):
                 h = layer(torch.cat([h, skips.pop()], dim=1), cond)
             else:
                 h = layer(h)
-        return self.conv_out(self.act_out(self.norm_out(h)))
+        return self.conv_out(self.act_out(self.norm_out(h))).contiguous()
 
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 5:

@@ -1,0 +1,75 @@
+"""Shared by the benchmark scripts: interleaved timing, the machine's conditions, JSON output.
+
+Other processes share this machine's cores, so absolute times drift; every script times the things
+it compares in turns (A, B, matmul, A, B, matmul, ...) and reports medians, so a change in load
+hits all of them, and records the load average and thread count next to the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from vqvdm_core.devices import synchronize  # noqa: E402
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def conditions(device: torch.device) -> dict[str, Any]:
+    """What the numbers depend on: device, threads, load, torch version."""
+    return {"device": str(device), "threads": torch.get_num_threads(), "load_average": load_average(),
+            "torch": torch.__version__}
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int, device: torch.device,
+                warmup: int = 1, say: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each function, calling them in turn ``repeats`` times after ``warmup``."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+            if say:
+                say(f"  repeat {r + 1}/{repeats} {name}: {times[name][-1]:.3f} s")
+    return times
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def write_json(data: dict[str, Any], path: str | None) -> None:
+    text = json.dumps(data, indent=2, default=str)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+        print(f"wrote {path}")
+    else:
+        print(text)
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,112 @@
+"""Training-step time of both stages at the paper's shapes, and what the latent cache saves.
+
+    python benchmarks/training_step.py                    # denoiser step with / without the cache
+    python benchmarks/training_step.py --tokenizer        # + the VQGAN's step (slow on a CPU)
+    python benchmarks/training_step.py --set denoiser.channels=64 --batch 4 --out results/train.json
+
+* ``denoiser (cached latents)``: the denoiser stage as the pipeline runs it, one
+  ``LatentVideoDiffusion.training_step`` on a batch of cached latents (``"latent"``), backward and
+  an AdamW step. The tokenizer is not run at all.
+* ``denoiser (from video)``: the same step on a batch of 16x128x128 clips (``"video"``): the frozen
+  tokenizer encodes them first, every step. The difference is what the ``latents`` stage's cache
+  saves per step.
+* ``tokenizer`` (``--tokenizer``): one VQGAN step (Eq. 5), generator then discriminator, with the
+  GAN terms on (the step after ``discriminator_start``). LPIPS runs with a random VGG backbone
+  (``perceptual_pretrained=false``): the same compute as the ImageNet one, no weight file needed.
+
+Weights are random; timing does not depend on them. Times are interleaved and reported as medians
+with the load average (other processes share this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+
+from _common import REPO, conditions, interleaved, say, summary, write_json
+from vqvdm_core.bench import clip_settings, count_flops
+from vqvdm_core.recipe import load_recipe
+from vqvdm_core.system import build_system
+
+
+def optimizer_step(groups: dict[str, list[torch.nn.Parameter]]) -> dict[str, torch.optim.Optimizer]:
+    return {name: torch.optim.AdamW(params, lr=1e-5) for name, params in groups.items() if params}
+
+
+def run_step(model: Any, optimizers: dict[str, torch.optim.Optimizer], batch: dict[str, Any], step: int) -> None:
+    """Every group's loss, backward and optimizer step in order, as the engine does."""
+    result = model.training_step(batch, step=step)
+    names = list(result.losses)
+    for i, name in enumerate(names):
+        optimizers[name].zero_grad(set_to_none=True)
+        result.losses[name].backward(retain_graph=i < len(names) - 1)
+        optimizers[name].step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "vqvdm_ucf101.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override")
+    parser.add_argument("--batch", type=int, default=2, help="denoiser-stage batch")
+    parser.add_argument("--tokenizer", action="store_true", help="also time the tokenizer stage's step")
+    parser.add_argument("--tokenizer-batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="JSON file (default: print)")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    recipe = load_recipe(args.recipe, ["tokenizer.perceptual_pretrained=false", *args.overrides])
+    clip_shape, num_classes = clip_settings(recipe)
+    torch.manual_seed(0)
+    system = build_system(recipe, num_classes=num_classes, clip_shape=clip_shape).to(device).train()
+    latent_shape = system.latent_shape
+    n = args.batch
+    labels = torch.zeros(n, dtype=torch.long, device=device)
+    fps = torch.full((n,), 25.0, device=device)
+    cached = {"latent": torch.randn(n, *latent_shape, device=device), "fps": fps, "label": labels}
+    video = {"video": torch.rand(n, 3, *clip_shape, device=device) * 2 - 1, "fps": fps, "label": labels}
+    denoiser_opt = optimizer_step(system.optimizer_groups())
+
+    fns = {"denoiser_cached": lambda: run_step(system, denoiser_opt, cached, 0),
+           "denoiser_from_video": lambda: run_step(system, denoiser_opt, video, 0)}
+    results: dict[str, Any] = {"conditions": conditions(device), "clip_shape": list(clip_shape),
+                               "latent_shape": list(latent_shape), "batch": n, "steps": {}}
+    if args.tokenizer:
+        tok = system.tokenizer.requires_grad_(True).train()
+        tok_opt = optimizer_step(tok.optimizer_groups())
+        start = int(getattr(tok.config, "discriminator_start", 0))
+        tok_batch = {"video": torch.rand(args.tokenizer_batch, 3, *clip_shape, device=device) * 2 - 1}
+        fns["tokenizer"] = lambda: run_step(tok, tok_opt, tok_batch, start)
+        results["tokenizer_batch"] = args.tokenizer_batch
+        results["tokenizer_step_index"] = start
+
+    for name, fn in fns.items():
+        with count_flops() as total:
+            fn()  # also the warm-up
+        results["steps"][name] = {"flops": total()}
+        say(f"{name}: {total() / 1e9:.0f} GFLOP per step")
+    times = interleaved(fns, repeats=args.repeats, device=device, warmup=0, say=say)
+    for name, row in results["steps"].items():
+        median = summary(times[name])["median"]
+        batch = args.tokenizer_batch if name == "tokenizer" else n
+        row.update(seconds=summary(times[name]), clips_per_second=batch / median,
+                   flops_per_second=row["flops"] / median)
+    steps = results["steps"]
+    results["cache_speedup"] = (steps["denoiser_from_video"]["seconds"]["median"]
+                                / steps["denoiser_cached"]["seconds"]["median"])
+    results["conditions_end"] = conditions(device)
+    write_json(results, args.out)
+    for name, row in steps.items():
+        say(f"{name}: {row['seconds']['median']:.2f} s per step, {row['clips_per_second']:.2f} clips/s, "
+            f"{row['flops_per_second'] / 1e9:.1f} GFLOP/s")
+    say(f"latent cache: a denoiser step is {results['cache_speedup']:.1f}x faster than encoding the clips")
+
+
+if __name__ == "__main__":
+    main()

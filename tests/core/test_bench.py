@@ -1,0 +1,266 @@
+"""`vqvdm bench` (the paper's Table 3 in one command), its measuring tools, and the fast paths of
+the U-Net and of decoding that it measures (their numerics must not change)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from standins import tiny_recipe
+from torch import nn
+from typer.testing import CliRunner
+
+from vqvdm_core.bench import count_flops, peak_memory, pixel_recipe, precision_probe
+from vqvdm_core.cli import app
+from vqvdm_core.recipe import load_recipe
+from vqvdm_core.system import build_system
+
+runner = CliRunner()
+
+TABLE_ROWS = ["clip", "denoiser input (c,t,h,w)", "tokenizer (params)", "denoiser (params)",
+              "denoiser batch", "2 steps + decode", "step time (median)", "decode time (median)",
+              "FLOPs per step", "FLOPs per decode", "achieved (steps)", "achieved (decode)",
+              "peak memory"]
+
+
+@pytest.fixture
+def recipe_file(tmp_path: Path, module_standins) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(), sort_keys=False))
+    return path
+
+
+def bench(recipe_file: Path, *extra: str):
+    args = ["bench", str(recipe_file), "--steps", "2", "--pixel-steps", "1", "--threads", "1", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def test_bench_prints_every_measurement_and_says_what_was_extrapolated(recipe_file):
+    out = bench(recipe_file).stdout
+    for row in TABLE_ROWS:
+        assert row in out, row
+    assert "pixel: timed 1 of 2 steps, per-step median x 2 + decode (extrapolated)" in out
+    assert "latent: all 2 steps + decode timed" in out
+    assert "faster than pixel space" in out and "paper Table 3: 35.26 s / 3.95 s = 8.9x" in out
+    assert "conv3d probe fp32" in out and "matmul" in out and "load average" in out
+
+
+def test_bench_json_has_every_field_with_consistent_totals(recipe_file):
+    data = json.loads(bench(recipe_file, "--json").stdout)
+    for key in ("recipe", "device", "precision", "threads", "load_average", "steps", "repeats",
+                "matmul_flops_per_second", "precision_probe", "latent", "pixel", "speedup",
+                "speedup_spread", "paper", "torch_version"):
+        assert key in data, key
+    assert data["threads"] == 1 and data["steps"] == 2 and data["precision"] in ("fp32", "bf16")
+    lat, pix = data["latent"], data["pixel"]
+    # The recipe's tiny tokenizer halves the 8x8 frames into 2 channels; pixel space runs RGB at
+    # half the recipe's frame size (Table 3's 64 vs 128).
+    assert lat["clip_shape"] == [4, 8, 8] and lat["diffusion_shape"] == [2, 4, 4, 4]
+    assert pix["clip_shape"] == [4, 4, 4] and pix["diffusion_shape"] == [3, 4, 4, 4]
+    assert (lat["tokenizer"], pix["tokenizer"]) == ("tiny_tokenizer", "identity")
+    assert lat["denoiser_config"]["in_channels"] == 2 and pix["denoiser_config"]["in_channels"] == 3
+    assert lat["denoiser_batch"] == pix["denoiser_batch"] == 2  # a labelled clip: CFG doubles the batch
+    assert (lat["timed_steps"], lat["extrapolated"]) == (2, False)
+    assert (pix["timed_steps"], pix["extrapolated"]) == (1, True)
+    for system in (lat, pix):
+        step, decode, total = system["step_seconds"], system["decode_seconds"], system["total_seconds"]
+        # Both totals are 2 steps + decode: measured for the latent system (with 2 timed steps the
+        # median is their mean), extrapolated from the median of 1 timed step for the pixel one.
+        assert total["median"] == pytest.approx(2 * step["median"] + decode["median"], rel=1e-6)
+        assert system["flops_per_step"] > 0
+        assert system["step_flops_per_second"] == pytest.approx(system["flops_per_step"] / step["median"])
+        assert system["peak_memory_method"]
+    assert data["speedup"] == pytest.approx(pix["total_seconds"]["median"] / lat["total_seconds"]["median"])
+    # The tiny tokenizer decodes with one ConvTranspose3d(2 -> 3, kernel 1x2x2) over 4x4x4 latent
+    # positions: 2 * C_in * C_out * kernel * positions; identity decoding costs nothing.
+    assert lat["flops_decode"] == 2 * 2 * 3 * 4 * 64
+    assert pix["flops_decode"] == 0
+
+
+def test_bench_pixel_size_option_and_repeats(recipe_file):
+    data = json.loads(bench(recipe_file, "--json", "--pixel-size", "8", "--repeats", "2").stdout)
+    assert data["pixel"]["clip_shape"] == [4, 8, 8]
+    assert data["latent"]["total_seconds"]["n"] == data["pixel"]["total_seconds"]["n"] == 2
+    assert data["speedup_spread"]["n"] == 2
+
+
+def test_bench_rejects_an_unknown_precision(recipe_file):
+    result = runner.invoke(app, ["bench", str(recipe_file), "--precision", "fp8"])
+    assert result.exit_code == 1
+    assert "unknown precision 'fp8'" in result.output
+
+
+def test_pixel_recipe_swaps_in_the_identity_tokenizer_and_rewires_in_channels(module_standins):
+    recipe = load_recipe(tiny_recipe(denoiser={"name": "tiny_denoiser", "in_channels": 2, "emb_dim": 8}))
+    pixel = pixel_recipe(recipe)
+    assert pixel.tokenizer.name == "identity"
+    assert pixel.denoiser.config.in_channels is None and pixel.denoiser.config.emb_dim == 8
+    system = build_system(pixel, num_classes=2, clip_shape=(4, 4, 4))
+    assert system.denoiser.config.in_channels == 3 and system.latent_shape == (3, 4, 4, 4)
+
+
+# -- measuring tools ----------------------------------------------------------------------------
+
+
+def test_flop_count_matches_an_independent_count_on_a_tiny_conv():
+    conv = nn.Conv3d(3, 5, kernel_size=3, padding=1)
+    x = torch.randn(2, 3, 4, 6, 6)
+    with count_flops() as total:
+        conv(x)
+    # Every output value is a sum of C_in * 27 products: 2 FLOPs per multiply-add.
+    assert total() == 2 * (2 * 5 * 4 * 6 * 6) * (3 * 27)
+
+
+def test_flop_count_includes_attention_on_the_cpu():
+    q, k, v = torch.randn(2, 4, 10, 8), torch.randn(2, 4, 12, 8), torch.randn(2, 4, 12, 8)
+    with count_flops() as total:
+        F.scaled_dot_product_attention(q, k, v)
+    # q k^T: (10 x 8) @ (8 x 12) and softmax(.) v: (10 x 12) @ (12 x 8), per batch and head.
+    assert total() == 2 * 4 * (2 * 10 * 8 * 12 + 2 * 10 * 12 * 8)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS is read from /proc")
+def test_peak_memory_sees_an_allocation_inside_and_not_memory_held_before():
+    held = torch.ones(30_000_000)  # 120 MB in use before the block
+    with peak_memory(torch.device("cpu")) as memory:
+        temporary = torch.ones(25_000_000)  # 100 MB, freed inside
+        del temporary
+    if memory.bytes is None:
+        pytest.skip("this kernel does not let a process reset its peak RSS")
+    assert 90e6 < memory.bytes < 200e6, memory
+    assert "RSS" in memory.method
+    del held
+
+
+def test_precision_probe_times_both_precisions_and_says_which_is_faster():
+    probe = precision_probe(torch.device("cpu"), channels=4)
+    assert probe["fp32_ms"] > 0 and probe["bf16_ms"] > 0
+    assert probe["bf16_over_fp32"] == pytest.approx(probe["bf16_ms"] / probe["fp32_ms"])
+    assert probe["bf16_faster"] == (probe["bf16_ms"] < 0.9 * probe["fp32_ms"])
+    assert isinstance(probe["cpu_native_bf16"], bool)
+
+
+# -- chunked decoding ---------------------------------------------------------------------------
+
+
+def test_chunked_decode_equals_one_batch_and_clamps(module_standins):
+    system = build_system(load_recipe(tiny_recipe()), num_classes=2, clip_shape=(4, 8, 8)).eval()
+    z = torch.randn(5, 2, 4, 4, 4) * 3
+    whole = system.decode(z, batch_size=5)
+    for chunk in (1, 2, None):
+        torch.testing.assert_close(system.decode(z, batch_size=chunk), whole, rtol=0, atol=0)
+    expected = system.tokenizer.decode(z).clamp(-1, 1)
+    torch.testing.assert_close(whole, expected)
+    assert whole.abs().max() == 1.0  # large latents decode out of range: clamped
+
+
+def test_default_decode_chunk_holds_about_a_million_output_values(module_standins):
+    system = build_system(load_recipe(tiny_recipe()), num_classes=2, clip_shape=(4, 8, 8))
+    calls = []
+    original = system.tokenizer.decode
+    system.tokenizer.decode = lambda latent: calls.append(latent.shape[0]) or original(latent)
+    system.decode(torch.randn(3, 2, 4, 4, 4))
+    assert calls == [3]  # 3 x 768 output values fit in one chunk
+    system.clip_shape = (16, 128, 128)  # the paper's clip: 786,432 values, one clip per chunk
+    calls.clear()
+    system.decode(torch.randn(3, 2, 4, 4, 4))
+    assert calls == [1, 1, 1]
+
+
+# -- the U-Net's fast paths keep its numerics ---------------------------------------------------
+
+
+from vqvdm_plugins.unet3d import UNet3D  # noqa: E402
+from vqvdm_plugins.unet3d import padding as unet_padding  # noqa: E402
+from vqvdm_plugins.unet3d.conv_gemm import conv3d_gemm, prefers_gemm  # noqa: E402
+from vqvdm_plugins.unet3d.residual_block import PointwiseConv3d  # noqa: E402
+
+
+@pytest.mark.parametrize("kernel", [(3, 3, 3), (1, 3, 3), (3, 1, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gemm_convolution_equals_conv3d(kernel, channels_last):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 4, 3, generator=gen)
+    weight = torch.randn(7, 6, *kernel, generator=gen)
+    bias = torch.randn(7, generator=gen)
+    extra = torch.randn(2, 7, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        weight = weight.contiguous(memory_format=torch.channels_last_3d)
+    padding = tuple(k // 2 for k in kernel)
+    expected = F.conv3d(x, weight, bias, padding=padding) + extra[:, :, None, None, None]
+    got = conv3d_gemm(x, weight, bias, padding=padding, extra_bias=extra)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv3d_gemm(x, weight, None, padding=padding),
+                               F.conv3d(x, weight, None, padding=padding), rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_path_only_without_gradients_on_cpu_when_channels_outnumber_positions():
+    x, weight = torch.randn(2, 8, 6, 4, 4), torch.randn(512, 8, 3, 3, 3)
+    with torch.no_grad():
+        assert prefers_gemm(x, weight, out_positions=128)
+        assert not prefers_gemm(x, weight, out_positions=2048)
+    assert not prefers_gemm(x, weight.requires_grad_(), out_positions=128)  # training: oneDNN
+
+
+def test_pointwise_conv_equals_a_1x1x1_conv3d_with_the_same_state_dict():
+    gen = torch.Generator().manual_seed(0)
+    plain = nn.Conv3d(6, 4, kernel_size=1)
+    fast = PointwiseConv3d(6, 4)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 6, 3, 4, 5, generator=gen)
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        torch.testing.assert_close(fast(x.contiguous(memory_format=layout)), plain(x), rtol=1e-5, atol=1e-6)
+
+
+def _random_unet(**overrides) -> UNet3D:
+    config = dict(in_channels=4, channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_head_dim=8)
+    unet = UNet3D(**{**config, **overrides}).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    return unet
+
+
+def test_unet_output_is_the_same_with_and_without_the_gemm_path(monkeypatch):
+    unet = _random_unet()
+    x, t, emb = torch.randn(1, 4, 2, 4, 4), torch.tensor([7]), torch.randn(1, unet.emb_dim)
+    taken = []
+
+    def spy(x, weight, out_positions):
+        choice = prefers_gemm(x, weight, out_positions)
+        taken.append(choice)
+        return choice
+
+    monkeypatch.setattr(unet_padding, "prefers_gemm", spy)
+    with torch.no_grad():
+        fast = unet(x, t, emb)
+    assert any(taken) and not all(taken)  # the 2x2 level (32 channels > 8 positions) used it
+    monkeypatch.setattr(unet_padding, "prefers_gemm", lambda *args, **kwargs: False)
+    with torch.no_grad():
+        plain = unet(x, t, emb)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert fast.is_contiguous()
+
+
+def test_unet_keeps_channels_last_weights_after_loading_a_plain_state_dict():
+    unet = _random_unet()
+    plain = {k: v.contiguous() for k, v in unet.state_dict().items()}
+    other = UNet3D(**unet.config.model_dump())
+    other.load_state_dict(plain)
+    conv_weights = [p for p in other.parameters() if p.ndim == 5]
+    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in conv_weights)
+    x, t = torch.randn(2, 4, 2, 4, 4), torch.tensor([3, 500])
+    with torch.no_grad():
+        torch.testing.assert_close(other(x, t), unet(x, t), rtol=0, atol=0)
