@@ -41,7 +41,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     # Only decoding is used: no loss network is needed to time sampling.
-    recipe = load_recipe(args.recipe, ["tokenizer.perceptual_pretrained=false", *args.overrides])
+    recipe = load_recipe(args.recipe, ["tokenizer.perceptual_weight=0", *args.overrides])
     clip_shape, num_classes = clip_settings(recipe)
     torch.manual_seed(0)
     system = build_system(recipe, num_classes=num_classes, clip_shape=clip_shape).to(device).eval()

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vqvdm_core.devices import autocast, cpu_has_native_bf16, resolve_device, synchronize
-from vqvdm_core.errors import UserError
+from vqvdm_core.errors import RecipeError, UserError
 from vqvdm_core.recipe import Recipe, load_recipe
 
 __all__ = [
@@ -333,7 +333,7 @@ class SamplingTimer:
         guided = any(getattr(c, "guided", False) for c in system.conditioners)
         self.labels = [0] * num if guided else None
         self.fps = [fps] * num if any(c.field == "fps" for c in system.conditioners) else None
-        self.guided = guided and system.guidance is not None and system.guidance.scale != 1.0
+        self.guided = guided and system.guidance is not None and system.guidance.scale not in (0.0, 1.0)
         self.step_times: list[float] = []
         self.decode_times: list[float] = []
         self.totals: list[float] = []
@@ -471,12 +471,6 @@ def _run_bench(recipe: Recipe, *, steps: int, repeats: int, pixel_steps: int, pi
     load_start = _load_average()
     say(f"device {dev}, {torch.get_num_threads()} threads, load average {load_start}")
 
-    probe = precision_probe(dev)
-    if precision == "auto":
-        precision = "bf16" if probe["bf16_faster"] else "fp32"
-        say(f"precision auto -> {precision}: conv3d probe fp32 {probe['fp32_ms']:.2f} ms, "
-            f"bf16 {probe['bf16_ms']:.2f} ms ({probe['bf16_over_fp32']:.1f}x)")
-
     clip_shape, num_classes = clip_settings(recipe)
     frames, size, _ = clip_shape
     pix = pixel_size if pixel_size is not None else max(1, size // 2)
@@ -485,13 +479,27 @@ def _run_bench(recipe: Recipe, *, steps: int, repeats: int, pixel_steps: int, pi
     torch.manual_seed(seed)
 
     systems: dict[str, Any] = {}
-    runners: dict[str, SamplingTimer] = {}
     specs = {"latent": (recipe, clip_shape, steps), "pixel": (pixel_recipe(recipe), pixel_clip, pixel_steps)}
-    for name, (rec, shape, timed) in specs.items():
-        system = build_system(rec, num_classes=num_classes, clip_shape=shape).to(dev).eval()
-        systems[name] = (rec, system)
-        runners[name] = SamplingTimer(name, system, num=clips, steps=steps, timed_steps=timed,
-                                      device=dev, precision=precision, seed=seed, fps=fps)
+    for name, (rec, shape, _) in specs.items():
+        try:
+            system = build_system(rec, num_classes=num_classes, clip_shape=shape)
+        except RecipeError:
+            raise
+        except UserError as exc:
+            wrapped = UserError(f"building the {name} system: {exc}\n(vqvdm bench only samples: a "
+                                "setting used only in training can be switched off with --set)")
+            wrapped.exit_code = exc.exit_code
+            raise wrapped from None
+        systems[name] = (rec, system.to(dev).eval())
+
+    probe = precision_probe(dev)
+    if precision == "auto":
+        precision = "bf16" if probe["bf16_faster"] else "fp32"
+        say(f"precision auto -> {precision}: conv3d probe fp32 {probe['fp32_ms']:.2f} ms, "
+            f"bf16 {probe['bf16_ms']:.2f} ms ({probe['bf16_over_fp32']:.1f}x)")
+    runners = {name: SamplingTimer(name, system, num=clips, steps=steps, timed_steps=specs[name][2],
+                                   device=dev, precision=precision, seed=seed, fps=fps)
+               for name, (_, system) in systems.items()}
 
     probes = {}
     for name, runner in runners.items():

@@ -183,6 +183,7 @@ def test_default_decode_chunk_holds_about_a_million_output_values(module_standin
 from vqvdm_plugins.unet3d import UNet3D  # noqa: E402
 from vqvdm_plugins.unet3d import padding as unet_padding  # noqa: E402
 from vqvdm_plugins.unet3d.conv_gemm import conv3d_gemm, prefers_gemm  # noqa: E402
+from vqvdm_plugins.unet3d.resample import nearest_upsample_2x  # noqa: E402
 from vqvdm_plugins.unet3d.residual_block import PointwiseConv3d  # noqa: E402
 
 
@@ -223,9 +224,23 @@ def test_pointwise_conv_equals_a_1x1x1_conv3d_with_the_same_state_dict():
         torch.testing.assert_close(fast(x.contiguous(memory_format=layout)), plain(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_nearest_upsample_equals_interpolate_and_keeps_the_memory_layout(layout):
+    x = torch.randn(2, 5, 3, 4, 6).contiguous(memory_format=layout).requires_grad_()
+    up = nearest_upsample_2x(x)
+    reference = F.interpolate(x.detach(), scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+    assert torch.equal(up, reference)
+    assert up.is_contiguous(memory_format=layout)
+    grad = torch.randn_like(up)
+    up.backward(grad)
+    expected = grad.reshape(2, 5, 3, 4, 2, 6, 2).sum(dim=(4, 6))  # each input pixel feeds 2x2 outputs
+    torch.testing.assert_close(x.grad, expected)
+    assert x.grad.is_contiguous(memory_format=layout)
+
+
 def _random_unet(**overrides) -> UNet3D:
     config = dict(in_channels=4, channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_head_dim=8)
-    unet = UNet3D(**{**config, **overrides}).eval()
+    unet = UNet3D(**{**config, **overrides})  # training mode (dropout is 0: same function)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in unet.parameters():
@@ -233,8 +248,9 @@ def _random_unet(**overrides) -> UNet3D:
     return unet
 
 
-def test_unet_output_is_the_same_with_and_without_the_gemm_path(monkeypatch):
-    unet = _random_unet()
+@pytest.mark.parametrize("mode", ["train", "eval"])  # default-layout / channels-last weights
+def test_unet_output_is_the_same_with_and_without_the_gemm_path(monkeypatch, mode):
+    unet = _random_unet().train(mode == "train")
     x, t, emb = torch.randn(1, 4, 2, 4, 4), torch.tensor([7]), torch.randn(1, unet.emb_dim)
     taken = []
 
@@ -254,13 +270,39 @@ def test_unet_output_is_the_same_with_and_without_the_gemm_path(monkeypatch):
     assert fast.is_contiguous()
 
 
-def test_unet_keeps_channels_last_weights_after_loading_a_plain_state_dict():
-    unet = _random_unet()
-    plain = {k: v.contiguous() for k, v in unet.state_dict().items()}
-    other = UNet3D(**unet.config.model_dump())
-    other.load_state_dict(plain)
-    conv_weights = [p for p in other.parameters() if p.ndim == 5]
-    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in conv_weights)
+def test_unet_weights_are_channels_last_only_in_eval_mode_and_saved_plain():
+    unet = _random_unet()  # built in training mode
+    conv_weights = [m.weight for m in unet.modules() if isinstance(m, nn.Conv3d)]
+    assert all(w.is_contiguous() for w in conv_weights)
     x, t = torch.randn(2, 4, 2, 4, 4), torch.tensor([3, 500])
     with torch.no_grad():
+        in_training_mode = unet(x, t)
+    unet.eval()
+    assert all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in conv_weights)
+    assert [m.weight for m in unet.modules() if isinstance(m, nn.Conv3d)] == conv_weights  # same Parameters
+    state = unet.state_dict()
+    assert all(v.is_contiguous() for v in state.values())  # checkpoints never see the layout
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, t), in_training_mode, rtol=1e-5, atol=1e-5)
+    other = UNet3D(**unet.config.model_dump()).eval()
+    other.load_state_dict(state)
+    with torch.no_grad():
         torch.testing.assert_close(other(x, t), unet(x, t), rtol=0, atol=0)
+    unet.train()
+    assert all(w.is_contiguous() for w in conv_weights)
+
+
+def test_unet_training_gradients_are_unaffected_by_an_eval_round_trip():
+    unet = _random_unet()
+    x, t = torch.randn(2, 4, 2, 4, 4), torch.tensor([3, 500])
+
+    def grads():
+        unet.zero_grad(set_to_none=True)
+        unet(x, t).square().mean().backward()
+        return [p.grad.clone() for p in unet.parameters()]
+
+    before = grads()
+    unet.eval()
+    unet.train()
+    for a, b in zip(before, grads()):
+        assert torch.equal(a, b)

@@ -47,12 +47,17 @@ def conv3d_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, *, padding: tupl
     o, _, kt, kh, kw = weight.shape
     to, ho, wo = t - kt + 1, h - kh + 1, w - kw + 1
     sb, sc, st, sh, sw = x.stride()
-    # Columns (B, T', H', W', kt, kh, kw, C): one row per output position, copied in runs of C
-    # contiguous channels. The matching weight order (O, kt, kh, kw, C) is a free view of a
-    # channels-last weight (UNet3D keeps its convolution weights so); otherwise reshape copies it.
-    columns = x.as_strided((b, to, ho, wo, kt, kh, kw, c), (sb, st, sh, sw, st, sh, sw, sc))
-    columns = columns.reshape(b * to * ho * wo, kt * kh * kw * c)  # the one copy
-    w_t = weight.permute(0, 2, 3, 4, 1).reshape(o, -1).t()  # (kt*kh*kw*C, O)
+    # One row of columns per output position (B, T', H', W'); the columns follow the weight's
+    # memory order, so that the weight is a free (O, K) view used transposed by the GEMM:
+    if weight.is_contiguous(memory_format=torch.channels_last_3d):
+        # (kt, kh, kw, C): copied in runs of C contiguous channels (the faster gather).
+        columns = x.as_strided((b, to, ho, wo, kt, kh, kw, c), (sb, st, sh, sw, st, sh, sw, sc))
+        w_t = weight.permute(0, 2, 3, 4, 1).reshape(o, -1).t()
+    else:
+        # (C, kt, kh, kw): the default weight layout.
+        columns = x.as_strided((b, to, ho, wo, c, kt, kh, kw), (sb, st, sh, sw, sc, st, sh, sw))
+        w_t = weight.reshape(o, -1).t()
+    columns = columns.reshape(b * to * ho * wo, c * kt * kh * kw)  # the one copy
     out = torch.matmul(columns, w_t) if bias is None else torch.addmm(bias, columns, w_t)
     out = out.view(b, to * ho * wo, o)
     if extra_bias is not None:

@@ -10,6 +10,7 @@ small batch), the convolution runs as one GEMM (:mod:`.conv_gemm`); the result i
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -41,6 +42,7 @@ class TemporalReplicateConv3d(nn.Conv3d):
                                extra_bias=extra_bias)
         out = super().forward(x)
         if extra_bias is not None:
-            # In place on the fresh output: the convolution's backward does not need it.
-            out = out.add_(extra_bias[:, :, None, None, None].to(out.dtype))
+            bias = extra_bias[:, :, None, None, None].to(out.dtype)  # (B, C_out) over T, H, W
+            # In place on the fresh output when there is no autograd graph to protect.
+            out = out.add_(bias) if not torch.is_grad_enabled() else out + bias
         return out

@@ -8,10 +8,11 @@ Channel changes happen in the residual blocks of each level, not here.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Downsample", "Upsample"]
+__all__ = ["Downsample", "Upsample", "nearest_upsample_2x"]
 
 
 class Downsample(nn.Module):
@@ -25,6 +26,21 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+def nearest_upsample_2x(x: Tensor) -> Tensor:
+    """``(B, C, T, H, W)`` -> ``(B, C, T, 2H, 2W)``, every pixel repeated 2x2: the same values as
+    ``F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")``.
+
+    A channels-last input is repeated as a broadcast over its view ``(B, T, H, W, C)``, so the
+    result (and its gradient) stay channels-last; other layouts use ``F.interpolate``.
+    """
+    if not x.is_contiguous(memory_format=torch.channels_last_3d):
+        return F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+    b, c, t, h, w = x.shape
+    tokens = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C), a view
+    up = tokens[:, :, :, None, :, None, :].expand(b, t, h, 2, w, 2, c).reshape(b, t, 2 * h, 2 * w, c)
+    return up.permute(0, 4, 1, 2, 3)
+
+
 class Upsample(nn.Module):
     """``(B, C, T, H, W)`` -> ``(B, C, T, 2H, 2W)``: nearest-neighbour, then a 3x3 convolution per frame."""
 
@@ -33,4 +49,4 @@ class Upsample(nn.Module):
         self.conv = nn.Conv3d(channels, channels, kernel_size=(1, 3, 3), padding=(0, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest"))
+        return self.conv(nearest_upsample_2x(x))

