@@ -109,6 +109,41 @@ def test_group_norm_keeps_at_least_four_channels_per_group():
     assert group_norm(128, 8).num_groups == 8
 
 
+def test_group_norm_with_zero_groups_is_no_normalisation():
+    from vqvdm_plugins.vqgan3d.residual_block import group_norm
+
+    tok = tiny(norm_groups=0)
+    assert isinstance(group_norm(16, 0), nn.Identity)
+    assert not any(isinstance(m, nn.GroupNorm) for m in tok.modules())
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "transposed"])
+def test_lean_layouts_keep_the_shapes_and_widths(upsample):
+    """No residual blocks per level (the strided convolutions widen), no middle blocks, either
+    upsampling: the same latent and clip shapes, and the widths the channel multipliers ask for."""
+    tok = tiny(channel_mults=(1, 2, 2, 4), num_res_blocks=0, mid_blocks=0, upsample=upsample)
+    assert not any(isinstance(m, nn.GroupNorm) for m in tok.encoder.mid.modules())
+    assert len(tok.encoder.mid) == len(tok.decoder.mid) == 0
+    downs = [m.conv for m in tok.encoder.down]
+    assert [(c.in_channels, c.out_channels) for c in downs] == [(8, 16), (16, 16), (16, 32)]
+    ups = [m.conv for m in tok.decoder.up]
+    assert [(c.in_channels, c.out_channels) for c in ups] == [(32, 16), (16, 16), (16, 8)]
+    kind = nn.ConvTranspose3d if upsample == "transposed" else nn.Conv3d
+    assert all(isinstance(c, kind) for c in ups)  # a ConvTranspose3d is not an nn.Conv3d
+    with torch.no_grad():
+        z = tok.encode(torch.zeros(2, 3, 16, 32, 32))
+        assert z.shape == (2, 4, 4, 4, 4)
+        assert tok.decode(z).shape == (2, 3, 16, 32, 32)
+
+
+def test_transposed_upsampling_doubles_only_the_strided_axes():
+    from vqvdm_plugins.vqgan3d.decoder import Upsample
+
+    up = Upsample(in_channels=4, out_channels=2, time_stride=1, space_stride=2, spatial_padding="zeros",
+                  mode="transposed")
+    assert up(torch.zeros(1, 4, 3, 5, 6)).shape == (1, 2, 3, 10, 12)
+
+
 def test_codebook_is_trained_by_the_generator_optimizer_only_without_ema():
     plain, ema = tiny(), tiny(codebook_ema=True)
     assert any(p is plain.quantizer.codebook for p in plain.optimizer_groups()["generator"])

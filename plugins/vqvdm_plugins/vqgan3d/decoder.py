@@ -1,9 +1,9 @@
 """The 3D VQGAN decoder: latent -> video, the mirror image of :mod:`.encoder`.
 
-``conv_in`` from ``latent_channels``, two middle residual blocks, then the encoder's levels in
-reverse: ``num_res_blocks`` residual blocks each, and between levels a nearest-neighbour upsampling
-followed by a 3D convolution (LDM's upsampler; it avoids the checkerboard artefacts of the transposed
-convolutions TATS uses). Unlike LDM, the upsampling convolution already narrows to the next level's
+``conv_in`` from ``latent_channels``, ``mid_blocks`` (two) middle residual blocks, then the encoder's
+levels in reverse: ``num_res_blocks`` residual blocks each, and between levels a nearest-neighbour
+upsampling followed by a 3D convolution (LDM's upsampler; it avoids the checkerboard artefacts of the
+transposed convolutions TATS uses), or with ``upsample="transposed"`` TATS's transposed convolution. Unlike LDM, the upsampling convolution already narrows to the next level's
 width, so no full-resolution convolution runs at the wider level's width: on CPU that conv's backward
 pass was a quarter of a small model's step. ``norm-SiLU-conv_out`` to RGB; the output is not squashed (LDM), so it is
 "roughly" in [-1, 1] and callers clamp for display.
@@ -14,6 +14,7 @@ Any latent of the right shape decodes, on or off the codebook (a diffusion sampl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,17 +26,34 @@ from vqvdm_plugins.vqgan3d.residual_block import ResidualBlock, group_norm
 __all__ = ["Decoder"]
 
 
+UpsampleMode = Literal["nearest", "transposed"]
+
+
 class Upsample(nn.Module):
-    """Nearest-neighbour upsampling by ``(time_stride, space_stride, space_stride)``, then a 3x3x3 conv
-    that already narrows to the next level's width (``in_channels -> out_channels``)."""
+    """Upsampling by ``(time_stride, space_stride, space_stride)`` that already narrows to the next
+    level's width (``in_channels -> out_channels``).
+
+    ``nearest`` (LDM): nearest-neighbour repetition, then a 3x3x3 convolution at the new size.
+    ``transposed`` (TATS): one transposed convolution, kernel 4 on doubled axes and 3 on kept ones;
+    it runs on the input grid, so at the full-resolution level it costs a fraction of ``nearest``.
+    """
 
     def __init__(self, *, in_channels: int, out_channels: int, time_stride: int, space_stride: int,
-                 spatial_padding: SpatialPadding):
+                 spatial_padding: SpatialPadding, mode: UpsampleMode = "nearest"):
         super().__init__()
+        self.mode = mode
         self.scale = (float(time_stride), float(space_stride), float(space_stride))
-        self.conv = TemporalReplicateConv3d(in_channels, out_channels, spatial_padding=spatial_padding)
+        if mode == "nearest":
+            self.conv = TemporalReplicateConv3d(in_channels, out_channels, spatial_padding=spatial_padding)
+        else:
+            kernel = tuple(4 if s == 2 else 3 for s in (time_stride, space_stride, space_stride))
+            strides = (time_stride, space_stride, space_stride)
+            # padding (k - s) / 2 = 1 on every axis makes the output exactly stride x the input.
+            self.conv = nn.ConvTranspose3d(in_channels, out_channels, kernel, stride=strides, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "transposed":
+            return self.conv(x)  # (B, C_in, t, h, w) -> (B, C_out, t * s_t, h * s_s, w * s_s)
         return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
 
 
@@ -44,7 +62,8 @@ class Decoder(nn.Module):
 
     def __init__(self, *, out_channels: int = 3, channels: int, channel_mults: Sequence[int],
                  num_res_blocks: int, latent_channels: int, temporal_factor: int, spatial_factor: int,
-                 norm_groups: int = 32, spatial_padding: SpatialPadding = "replicate"):
+                 norm_groups: int = 32, spatial_padding: SpatialPadding = "replicate", mid_blocks: int = 2,
+                 upsample: UpsampleMode = "nearest"):
         super().__init__()
         plan = resampling_plan(temporal_factor, spatial_factor)
         if len(channel_mults) != len(plan) + 1:
@@ -54,8 +73,8 @@ class Decoder(nn.Module):
         block = dict(norm_groups=norm_groups, spatial_padding=spatial_padding)
         width = widths[-1]
         self.conv_in = TemporalReplicateConv3d(latent_channels, width, spatial_padding=spatial_padding)
-        self.mid = nn.Sequential(ResidualBlock(in_channels=width, out_channels=width, **block),
-                                 ResidualBlock(in_channels=width, out_channels=width, **block))
+        self.mid = nn.Sequential(*(ResidualBlock(in_channels=width, out_channels=width, **block)
+                                   for _ in range(mid_blocks)))
         layers: list[nn.Module] = []
         for level in reversed(range(len(widths))):
             for _ in range(num_res_blocks):
@@ -65,7 +84,7 @@ class Decoder(nn.Module):
                 t_stride, s_stride = plan[level - 1]
                 layers.append(Upsample(in_channels=width, out_channels=widths[level - 1],
                                        time_stride=t_stride, space_stride=s_stride,
-                                       spatial_padding=spatial_padding))
+                                       spatial_padding=spatial_padding, mode=upsample))
                 width = widths[level - 1]
         self.up = nn.Sequential(*layers)
         self.norm_out = group_norm(width, norm_groups)

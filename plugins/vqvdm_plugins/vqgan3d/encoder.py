@@ -2,7 +2,8 @@
 
 Layout follows LDM's autoencoder with every convolution made 3D (as TATS does):
 ``conv_in``, one level per entry of ``channel_mults`` (``num_res_blocks`` residual blocks, then a
-strided convolution between levels), two middle residual blocks, ``norm-SiLU-conv_out`` to
+strided convolution between levels; with ``num_res_blocks=0`` that convolution changes the width),
+``mid_blocks`` (two) middle residual blocks, ``norm-SiLU-conv_out`` to
 ``latent_channels``. There is no attention: the paper's encoder is "composed of 3D convolution
 layers" only.
 
@@ -38,16 +39,16 @@ def resampling_plan(temporal_factor: int, spatial_factor: int) -> list[tuple[int
 class Downsample(nn.Module):
     """A strided convolution: kernel 4 on halved axes, 3 on kept ones (symmetric padding either way)."""
 
-    def __init__(self, *, channels: int, time_stride: int, space_stride: int,
+    def __init__(self, *, in_channels: int, out_channels: int, time_stride: int, space_stride: int,
                  spatial_padding: SpatialPadding):
         super().__init__()
         kt, ks = (4 if time_stride == 2 else 3), (4 if space_stride == 2 else 3)
-        self.conv = TemporalReplicateConv3d(channels, channels, kernel_size=(kt, ks, ks),
+        self.conv = TemporalReplicateConv3d(in_channels, out_channels, kernel_size=(kt, ks, ks),
                                             stride=(time_stride, space_stride, space_stride),
                                             spatial_padding=spatial_padding)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)  # (B, C, T, H, W) -> (B, C, T / s_t, H / s_s, W / s_s)
+        return self.conv(x)  # (B, C_in, T, H, W) -> (B, C_out, T / s_t, H / s_s, W / s_s)
 
 
 class Encoder(nn.Module):
@@ -55,7 +56,7 @@ class Encoder(nn.Module):
 
     def __init__(self, *, in_channels: int = 3, channels: int, channel_mults: Sequence[int],
                  num_res_blocks: int, latent_channels: int, temporal_factor: int, spatial_factor: int,
-                 norm_groups: int = 32, spatial_padding: SpatialPadding = "replicate"):
+                 norm_groups: int = 32, spatial_padding: SpatialPadding = "replicate", mid_blocks: int = 2):
         super().__init__()
         plan = resampling_plan(temporal_factor, spatial_factor)
         if len(channel_mults) != len(plan) + 1:
@@ -71,12 +72,15 @@ class Encoder(nn.Module):
                 layers.append(ResidualBlock(in_channels=width, out_channels=level_width, **block))
                 width = level_width
             if level < len(plan):
+                # Without residual blocks the strided convolution widens to the next level.
+                out_width = width if num_res_blocks else widths[level + 1]
                 t_stride, s_stride = plan[level]
-                layers.append(Downsample(channels=width, time_stride=t_stride, space_stride=s_stride,
-                                         spatial_padding=spatial_padding))
+                layers.append(Downsample(in_channels=width, out_channels=out_width, time_stride=t_stride,
+                                         space_stride=s_stride, spatial_padding=spatial_padding))
+                width = out_width
         self.down = nn.Sequential(*layers)
-        self.mid = nn.Sequential(ResidualBlock(in_channels=width, out_channels=width, **block),
-                                 ResidualBlock(in_channels=width, out_channels=width, **block))
+        self.mid = nn.Sequential(*(ResidualBlock(in_channels=width, out_channels=width, **block)
+                                   for _ in range(mid_blocks)))
         self.norm_out = group_norm(width, norm_groups)
         self.act = nn.SiLU()
         self.conv_out = TemporalReplicateConv3d(width, latent_channels, spatial_padding=spatial_padding)

@@ -16,14 +16,18 @@ __all__ = ["ResidualBlock", "group_norm"]
 MIN_CHANNELS_PER_GROUP = 4
 
 
-def group_norm(channels: int, max_groups: int) -> nn.GroupNorm:
+def group_norm(channels: int, max_groups: int) -> nn.Module:
     """GroupNorm with the most groups ``<= max_groups`` that divide ``channels`` into groups of at
     least 4 channels (fewer only when ``channels < 4``).
 
     LDM's 128 channels in 32 groups have 4 channels per group; narrower CPU configs keep at least
     that. With one channel per group GroupNorm becomes instance norm, which removes every channel's
     per-clip mean, so absolute levels (a plain background's colour) survive only through skip paths.
+
+    ``max_groups=0`` means no normalisation (an ``nn.Identity``).
     """
+    if max_groups == 0:
+        return nn.Identity()
     min_size = min(MIN_CHANNELS_PER_GROUP, channels)
     groups = max(g for g in range(1, min(max_groups, channels) + 1)
                  if channels % g == 0 and channels // g >= min_size)

@@ -50,9 +50,15 @@ class VQGAN3D(VideoTokenizer):
         channel_mults: tuple[int, ...] = Field(
             (1, 2, 2, 4), description="width multiplier per level; one more entry than the number of "
             "halvings, i.e. log2(max(temporal_factor, spatial_factor)) + 1")
-        num_res_blocks: int = Field(2, ge=1, description="residual blocks per level")
-        norm_groups: int = Field(32, ge=1, description="GroupNorm groups at most (fewer when a width would "
-                                 "leave groups under 4 channels)")
+        num_res_blocks: int = Field(
+            2, ge=0, description="residual blocks per level; 0: levels are joined by the resampling "
+            "convolutions alone, which then change the width")
+        mid_blocks: int = Field(2, ge=0, description="residual blocks at the lowest resolution, in the "
+                                "encoder and in the decoder")
+        norm_groups: int = Field(32, ge=0, description="GroupNorm groups at most (fewer when a width would "
+                                 "leave groups under 4 channels); 0: no normalisation layers")
+        upsample: Literal["nearest", "transposed"] = Field(
+            "nearest", description="decoder upsampling: nearest + 3x3x3 conv (LDM) or a transposed conv (TATS)")
         spatial_padding: Literal["zeros", "replicate", "reflect"] = Field(
             "replicate", description="padding in height/width (time is always replicate, as the paper)")
 
@@ -111,13 +117,13 @@ class VQGAN3D(VideoTokenizer):
         arch = dict(channels=c.channels, channel_mults=c.channel_mults, num_res_blocks=c.num_res_blocks,
                     latent_channels=c.latent_channels, temporal_factor=c.temporal_factor,
                     spatial_factor=c.spatial_factor, norm_groups=c.norm_groups,
-                    spatial_padding=c.spatial_padding)
+                    spatial_padding=c.spatial_padding, mid_blocks=c.mid_blocks)
         self.encoder = Encoder(**arch)
         self.quantizer = VectorQuantizer(
             num_codes=c.num_codes, code_dim=c.latent_channels, beta=c.beta, ema=c.codebook_ema,
             ema_decay=c.codebook_ema_decay, init_from_data=c.codebook_init_from_data,
             dead_code_threshold=c.dead_code_threshold, l2_normalize=c.codebook_l2_normalize)
-        self.decoder = Decoder(**arch)
+        self.decoder = Decoder(**arch, upsample=c.upsample)
         self.discriminator: VideoDiscriminator | None = None
         if c.adversarial_weight > 0 or c.feature_matching_weight > 0:
             self.discriminator = VideoDiscriminator(channels=c.disc_channels, num_layers=c.disc_layers,
