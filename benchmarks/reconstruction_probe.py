@@ -1,0 +1,55 @@
+"""The motion probe on a trained tokenizer's reconstructions: the ceiling for generated clips.
+
+A run's generated clips can only show motion its tokenizer can decode. This script encodes and
+decodes held-out clips of the run's validation set with the run's trained tokenizer and scores the
+real clips and their reconstructions with the recipe's ``motion_probe`` (true labels and FPS)::
+
+    python benchmarks/reconstruction_probe.py runs/quickstart [--clips 96]
+
+If the reconstructions already lose the direction or the speed, no denoiser can put it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from vqvdm_core.pipeline.context import TOKENIZER_WEIGHTS
+from vqvdm_core.recipe import load_recipe
+from vqvdm_core.registry import create
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a run directory with a trained tokenizer stage")
+    parser.add_argument("--clips", type=int, default=96)
+    args = parser.parse_args()
+    recipe = load_recipe(args.run / "recipe.yaml")
+    tokenizer = create("tokenizer", recipe.tokenizer.name, **recipe.tokenizer.config.model_dump())
+    # strict=False: the weights file leaves out what is not needed to encode and decode.
+    tokenizer.load_state_dict(load_file(args.run / "tokenizer" / TOKENIZER_WEIGHTS), strict=False)
+    tokenizer.eval()
+    val = create("dataset", recipe.data.val.name, **recipe.data.val.config.model_dump())
+    items = [val[i] for i in range(min(args.clips, len(val)))]
+    real = torch.stack([item["video"] for item in items])
+    labels = torch.tensor([item["label"] for item in items])
+    fps = torch.tensor([float(item["fps"]) for item in items])
+    with torch.no_grad():
+        recon = tokenizer.decode(tokenizer.encode(real)).clamp(-1, 1)
+    probe_spec = next(m for m in recipe.evaluate.metrics if m.name == "motion_probe")
+    results: dict[str, dict[str, float]] = {}
+    for name, clips in (("real", real), ("reconstruction", recon)):
+        probe = create("metric", "motion_probe", **probe_spec.config.model_dump())
+        probe.update(fake=clips, labels=labels, fps=fps)
+        results[name] = {k: round(float(v), 4) for k, v in probe.compute().items()}
+    mse = float(((recon - real) ** 2).mean())
+    results["reconstruction"]["psnr"] = round(10 * float(torch.log10(torch.tensor(4.0 / mse))), 2)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
