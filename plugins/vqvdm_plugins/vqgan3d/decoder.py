@@ -3,10 +3,11 @@
 ``conv_in`` from ``latent_channels``, ``mid_blocks`` (two) middle residual blocks, then the encoder's
 levels in reverse: ``num_res_blocks`` residual blocks each, and between levels a nearest-neighbour
 upsampling followed by a 3D convolution (LDM's upsampler; it avoids the checkerboard artefacts of the
-transposed convolutions TATS uses), or with ``upsample="transposed"`` TATS's transposed convolution. Unlike LDM, the upsampling convolution already narrows to the next level's
-width, so no full-resolution convolution runs at the wider level's width: on CPU that conv's backward
-pass was a quarter of a small model's step. ``norm-SiLU-conv_out`` to RGB; the output is not squashed (LDM), so it is
-"roughly" in [-1, 1] and callers clamp for display.
+transposed convolutions TATS uses), or with ``upsample="transposed"`` TATS's transposed convolution.
+Unlike LDM, the upsampling convolution already narrows to the next level's width, so no
+full-resolution convolution runs at the wider level's width: on CPU that conv's backward pass was a
+quarter of a small model's step. ``norm-SiLU-conv_out`` to RGB; the output is not squashed (LDM), so
+it is "roughly" in [-1, 1] and callers clamp for display.
 
 Any latent of the right shape decodes, on or off the codebook (a diffusion sample rarely lies on it).
 """
@@ -36,6 +37,8 @@ class Upsample(nn.Module):
     ``nearest`` (LDM): nearest-neighbour repetition, then a 3x3x3 convolution at the new size.
     ``transposed`` (TATS): one transposed convolution, kernel 4 on doubled axes and 3 on kept ones;
     it runs on the input grid, so at the full-resolution level it costs a fraction of ``nearest``.
+    A transposed convolution has no padding mode: its first and last output frames see one input
+    frame fewer rather than a replicated one (as in TATS).
     """
 
     def __init__(self, *, in_channels: int, out_channels: int, time_stride: int, space_stride: int,
