@@ -9,16 +9,18 @@ Issue 7's diagnosis script. It trains, for a fixed number of steps with Adam and
   it back; or
 * ``plain``: five 3D convolutions, no normalisation, no residual blocks -- two strided ``k4 s2``
   convolutions down (3 -> 32 -> 64 channels), a 3x3x3 convolution to the 4-channel latent and the
-  mirror image up with transposed convolutions: the same 4x4x4 compression and latent shape as the
-  quickstart's tokenizer,
+  mirror image up with transposed convolutions: 4x4x4 compression (the quickstart's tokenizer had
+  it until 2026-11-24; it now uses 2x4x4, ``--set temporal_factor=4`` compares like with like),
 
 on clips of the quickstart's ``synthetic_motion`` data, and prints the held-out PSNR (overall and
 per FPS value: fast motion is the hard part) and the seconds per step every ``--every`` steps::
 
     OMP_NUM_THREADS=1 python benchmarks/tokenizer_learning.py --model plain --steps 400
-    OMP_NUM_THREADS=1 python benchmarks/tokenizer_learning.py --model vqgan3d --steps 400
-    OMP_NUM_THREADS=1 python benchmarks/tokenizer_learning.py --model vqgan3d --norm none --lr 3e-4
-    OMP_NUM_THREADS=1 python benchmarks/tokenizer_learning.py --model vqgan3d --set temporal_factor=2
+    OMP_NUM_THREADS=1 python benchmarks/tokenizer_learning.py --model vqgan3d --quantize --steps 600
+    OMP_NUM_THREADS=1 python benchmarks/tokenizer_learning.py --model vqgan3d --set temporal_factor=4
+    # the LDM layout at the same widths (the quickstart tokenizer of 2026-11-23):
+    OMP_NUM_THREADS=1 python benchmarks/tokenizer_learning.py --model vqgan3d --set num_res_blocks=1 \
+        --set mid_blocks=2 --set norm_groups=4 --set upsample=nearest --set "channel_mults=[1,2,4]"
 
 Reference points on these clips: a mid-grey output scores 10.0 dB, each clip's mean colour 17.8 dB.
 """
@@ -29,16 +31,20 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvdm_core.recipe import load_recipe
+from vqvdm_core.recipe import Recipe, load_recipe
 from vqvdm_core.registry import create
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+
+Reconstruct = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""``video -> (reconstruction, extra loss)``."""
 
 
 class ChannelLayerNorm(nn.Module):
@@ -73,7 +79,7 @@ def plain_autoencoder(latent_channels: int = 4) -> nn.Module:
     )
 
 
-def build(args: argparse.Namespace, recipe) -> tuple[nn.Module, callable]:
+def build(args: argparse.Namespace, recipe: Recipe) -> tuple[nn.Module, Reconstruct]:
     """The model and ``reconstruct(video) -> (recon, extra_loss)``."""
     if args.model == "plain":
         net = plain_autoencoder(recipe.tokenizer.config.latent_channels)
