@@ -7,6 +7,7 @@ hits all of them, and records the load average and thread count next to the numb
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -23,6 +24,26 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from vqvdm_core.devices import synchronize  # noqa: E402
+
+
+def paper_recipe_parser(doc: str | None, *, repeats: int) -> argparse.ArgumentParser:
+    """The options every paper-shape benchmark takes: ``--recipe``, ``--set``, ``--repeats``,
+    ``--threads``, ``--device`` and ``--out``; a script adds its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "vqvdm_ucf101.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="JSON file (default: print)")
+    return parser
+
+
+def apply_machine_options(args: argparse.Namespace) -> torch.device:
+    """Set ``--threads`` (when given) and return the ``--device``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.device(args.device)
 
 
 def load_average() -> list[float] | None:

@@ -13,13 +13,12 @@ recipe's ``denoiser`` node (default recipes/vqvdm_ucf101.yaml) with random weigh
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from typing import Any
 
 import torch
 
-from _common import REPO, conditions, interleaved, say, summary, write_json
+from _common import apply_machine_options, paper_recipe_parser, conditions, interleaved, say, summary, write_json
 from vqvdm_core.bench import count_flops, matmul_flops_per_second
 from vqvdm_core.recipe import load_recipe
 
@@ -41,22 +40,14 @@ def build_vdp(in_channels: int, dim: int) -> torch.nn.Module | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default=str(REPO / "recipes" / "vqvdm_ucf101.yaml"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override")
+    parser = paper_recipe_parser(__doc__, repeats=5)
     parser.add_argument("--shape", default="4,4,16,16", help="c,t,h,w of the denoiser input (paper latent)")
     parser.add_argument("--batch", type=int, default=2, help="forward batch (2 = one clip under CFG)")
     parser.add_argument("--train-batch", type=int, default=2, help="training-step batch; 0 skips it")
     parser.add_argument("--vdp-dim", type=int, default=64, help="video-diffusion-pytorch Unet3D dim")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="JSON file (default: print)")
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = apply_machine_options(args)
     c, t, h, w = (int(v) for v in args.shape.split(","))
     torch.manual_seed(0)
     ours = build_ours(args.recipe, args.overrides, c).to(device).eval()

@@ -16,11 +16,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from vqvdm_core.pipeline.context import TOKENIZER_WEIGHTS
-from vqvdm_core.recipe import load_recipe
-from vqvdm_core.registry import create
+from vqvdm_core.pipeline import open_run
 
 
 def main() -> None:
@@ -28,22 +25,19 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a run directory with a trained tokenizer stage")
     parser.add_argument("--clips", type=int, default=96)
     args = parser.parse_args()
-    recipe = load_recipe(args.run / "recipe.yaml")
-    tokenizer = create("tokenizer", recipe.tokenizer.name, **recipe.tokenizer.config.model_dump())
-    # strict=False: the weights file leaves out what is not needed to encode and decode.
-    tokenizer.load_state_dict(load_file(args.run / "tokenizer" / TOKENIZER_WEIGHTS), strict=False)
-    tokenizer.eval()
-    val = create("dataset", recipe.data.val.name, **recipe.data.val.config.model_dump())
+    run = open_run(args.run)
+    tokenizer = run.tokenizer()  # the tokenizer stage's weights, frozen, in eval mode
+    val = run.dataset("val")
     items = [val[i] for i in range(min(args.clips, len(val)))]
     real = torch.stack([item["video"] for item in items])
     labels = torch.tensor([item["label"] for item in items])
     fps = torch.tensor([float(item["fps"]) for item in items])
     with torch.no_grad():
-        recon = tokenizer.decode(tokenizer.encode(real)).clamp(-1, 1)
-    probe_spec = next(m for m in recipe.evaluate.metrics if m.name == "motion_probe")
+        recon = tokenizer.decode(tokenizer.encode(real.to(run.device))).cpu().clamp(-1, 1)
+    probe_spec = next(m for m in run.recipe.evaluate.metrics if m.name == "motion_probe")
     results: dict[str, dict[str, float]] = {}
     for name, clips in (("real", real), ("reconstruction", recon)):
-        probe = create("metric", "motion_probe", **probe_spec.config.model_dump())
+        probe = probe_spec.build("metric")
         probe.update(fake=clips, labels=labels, fps=fps)
         results[name] = {k: round(float(v), 4) for k, v in probe.compute().items()}
     mse = float(((recon - real) ** 2).mean())

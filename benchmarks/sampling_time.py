@@ -13,33 +13,24 @@ shows how batching amortises the per-step cost. Random weights; times are median
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from typing import Any
 
 import torch
 
-from _common import REPO, conditions, say, write_json
+from _common import apply_machine_options, paper_recipe_parser, conditions, say, write_json
 from vqvdm_core.bench import SamplingTimer, clip_settings
 from vqvdm_core.recipe import load_recipe
 from vqvdm_core.system import build_system
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default=str(REPO / "recipes" / "vqvdm_ucf101.yaml"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override")
+    parser = paper_recipe_parser(__doc__, repeats=1)
     parser.add_argument("--num", type=int, nargs="+", default=[1, 4], help="clips per pass")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="JSON file (default: print)")
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = apply_machine_options(args)
     # Only decoding is used: no loss network is needed to time sampling.
     recipe = load_recipe(args.recipe, ["tokenizer.perceptual_weight=0", *args.overrides])
     clip_shape, num_classes = clip_settings(recipe)

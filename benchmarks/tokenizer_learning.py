@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvdm_core.recipe import Recipe, load_recipe
-from vqvdm_core.registry import create
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
 
@@ -84,7 +83,7 @@ def build(args: argparse.Namespace, recipe: Recipe) -> tuple[nn.Module, Reconstr
     if args.model == "plain":
         net = plain_autoencoder(recipe.tokenizer.config.latent_channels)
         return net, lambda video: (net(video), video.new_zeros(()))
-    tokenizer = create("tokenizer", recipe.tokenizer.name, **recipe.tokenizer.config.model_dump())
+    tokenizer = recipe.tokenizer.build("tokenizer")
     if args.norm != "group":
         swap_norms(tokenizer, args.norm)
     if args.quantize:
@@ -113,9 +112,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = load_recipe(QUICKSTART, [f"tokenizer.{o}" for o in args.overrides])
-    train_set = create("dataset", recipe.data.train.name, **{**recipe.data.train.config.model_dump(), "num_clips": args.clips})
-    val_set = create("dataset", recipe.data.val.name, **{**recipe.data.val.config.model_dump(), "num_clips": 48})
+    recipe = load_recipe(QUICKSTART, [*(f"tokenizer.{o}" for o in args.overrides),
+                                      f"data.train.num_clips={args.clips}", "data.val.num_clips=48"])
+    train_set = recipe.data.train.build("dataset")
+    val_set = recipe.data.val.build("dataset")
     train = torch.stack([train_set[i]["video"] for i in range(len(train_set))])
     val = torch.stack([val_set[i]["video"] for i in range(len(val_set))])
     val_fps = torch.tensor([val_set[i]["fps"] for i in range(len(val_set))])

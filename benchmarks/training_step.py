@@ -20,12 +20,11 @@ with the load average (other processes share this machine).
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
 
-from _common import REPO, conditions, interleaved, say, summary, write_json
+from _common import apply_machine_options, paper_recipe_parser, conditions, interleaved, say, summary, write_json
 from vqvdm_core.bench import clip_settings, count_flops
 from vqvdm_core.recipe import load_recipe
 from vqvdm_core.system import build_system
@@ -46,21 +45,13 @@ def run_step(model: Any, optimizers: dict[str, torch.optim.Optimizer], batch: di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default=str(REPO / "recipes" / "vqvdm_ucf101.yaml"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override")
+    parser = paper_recipe_parser(__doc__, repeats=2)
     parser.add_argument("--batch", type=int, default=2, help="denoiser-stage batch")
     parser.add_argument("--tokenizer", action="store_true", help="also time the tokenizer stage's step")
     parser.add_argument("--tokenizer-batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="JSON file (default: print)")
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = apply_machine_options(args)
     recipe = load_recipe(args.recipe, ["tokenizer.perceptual_pretrained=false", *args.overrides])
     clip_shape, num_classes = clip_settings(recipe)
     torch.manual_seed(0)
