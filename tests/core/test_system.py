@@ -204,6 +204,41 @@ def test_a_short_training_run_on_synthetic_latents_lowers_the_loss():
     assert after < 0.7 * before, (before, after)
 
 
+def test_a_short_training_run_learns_samples_that_follow_the_class():
+    """End to end through training and guided sampling: each class's samples land on its pattern.
+
+    v-prediction: with epsilon prediction the same 40 steps leave the high-noise steps'
+    x0 estimates tens of times too large (docs/results.md, "the denoiser side").
+    """
+    torch.manual_seed(0)
+    denoiser = create("denoiser", "unet3d", in_channels=3, channels=8, channel_mults=[1, 2],
+                      num_res_blocks=1, attention_head_dim=4, prediction_type="v")
+    system = LatentVideoDiffusion(
+        tokenizer=PoolTokenizer(), denoiser=denoiser, schedule=create("schedule", "ddpm"),
+        conditioners=[create("conditioner", "fps", emb_dim=denoiser.emb_dim),
+                      create("conditioner", "class", emb_dim=denoiser.emb_dim, num_classes=3, dropout=0.3)],
+        guidance=create("guidance", "cfg"), clip_shape=CLIP)
+    patterns = torch.randn(3, 3, 4, 4, 4, generator=torch.Generator().manual_seed(0))  # one per class
+    opt = torch.optim.Adam(system.optimizer_groups()["denoiser"], lr=3e-3)
+    system.train()
+    for step in range(40):
+        g = torch.Generator().manual_seed(step)
+        labels = torch.randint(0, 3, (16,), generator=g)
+        batch = {"latent": patterns[labels] + 0.05 * torch.randn(16, 3, 4, 4, 4, generator=g),
+                 "fps": torch.full((16,), 8.0), "label": labels}
+        loss = system.training_step(batch, step=step).losses["denoiser"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    labels = torch.arange(12) % 3
+    z = system.sample(12, labels=labels, fps=torch.full((12,), 8.0), steps=20, decode=False,
+                      guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    distance = ((z[:, None] - patterns[None]) ** 2).mean(dim=(2, 3, 4, 5))  # (sample, pattern)
+    assert torch.equal(distance.argmin(dim=1), labels), distance
+    assert float(z.std()) < 2 * float(patterns.std())  # on the data's scale, not blown up
+
+
 # -- checkpoints --------------------------------------------------------------------------------
 
 
