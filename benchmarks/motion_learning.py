@@ -1,0 +1,187 @@
+"""How many training steps does a recipe's denoiser need to generate directed motion?
+
+No tokenizer, no data files: the training clips are clean synthetic *latents* with the quickstart's
+structure: per clip a random background vector and a random object vector (unit vectors in the
+latent's channels) and a soft square object that moves on a torus in the class's direction at
+``cells_per_second / fps`` cells per latent frame. The recipe's denoiser, schedule, conditioners
+and guidance (after ``--set`` overrides, e.g. ``--set denoiser.prediction_type=v``) are trained on
+them with Adam, and every ``--every`` steps the EMA weights sample ``--samples`` clips (every class
+at every FPS) at w = 0 and at the recipe's guidance scale. The recipe's ``motion_probe`` scores
+them on a map of each position's distance from the clip's median vector, upsampled 4x.
+
+This separates the denoiser's learning from the tokenizer's: if the probe stays at chance here,
+no tokenizer can help. ::
+
+    python benchmarks/motion_learning.py --steps 2000 --every 500 [--set denoiser.channels=48]
+
+Prints one line per probe (and the probe on the training clips themselves first, the ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from _common import REPO
+from vqvdm_core import create
+from vqvdm_core.recipe import load_recipe
+from vqvdm_core.system import build_system
+
+UPSAMPLE = 4  # latent cells -> probe pixels
+
+
+def synthetic_latents(n: int, *, generator: torch.Generator, channels: int, frames: int, size: int,
+                      num_classes: int, fps_values: list[float], cells_per_second: float,
+                      object_cells: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(latent (n, channels, frames, size, size), label (n,), fps (n,))`` with unit std or so."""
+    label = torch.randint(0, num_classes, (n,), generator=generator)
+    fps = torch.tensor(fps_values)[torch.randint(0, len(fps_values), (n,), generator=generator)]
+    step = cells_per_second / fps  # cells per latent frame
+    theta = 2 * math.pi * label / num_classes
+    vx, vy = step * torch.cos(theta), -step * torch.sin(theta)  # +y points down, as synthetic_motion
+    background = F.normalize(torch.randn(n, channels, generator=generator), dim=1)
+    foreground = F.normalize(torch.randn(n, channels, generator=generator), dim=1)
+    x0, y0 = torch.rand(n, generator=generator) * size, torch.rand(n, generator=generator) * size
+    centres = torch.arange(size, dtype=torch.float32) + 0.5
+    t = torch.arange(frames, dtype=torch.float32)
+    cx = x0[:, None] + vx[:, None] * t  # (n, T)
+    cy = y0[:, None] + vy[:, None] * t
+
+    def coverage(c: Tensor) -> Tensor:  # (n, T) centres -> (n, T, size) soft 1D coverage on the torus
+        d = (centres[None, None] - c[..., None] + size / 2) % size - size / 2
+        return (object_cells / 2 + 0.5 - d.abs()).clamp(0, 1)
+
+    cover = coverage(cy)[..., :, None] * coverage(cx)[..., None, :]  # (n, T, H, W)
+    latent = background[:, :, None, None, None] + (foreground - background)[:, :, None, None, None] * cover[:, None]
+    return latent, label, fps
+
+
+def as_probe_video(latent: Tensor) -> Tensor:
+    """``(n, c, T, h, w)`` -> ``(n, 3, T, 4h, 4w)`` in [-1, 1]: distance of every position's vector
+    from the clip's median vector (the background), scaled to [0, 1] per clip."""
+    median = latent.flatten(2).median(dim=2).values[:, :, None, None, None]
+    distance = (latent - median).norm(dim=1)  # (n, T, h, w)
+    distance = distance / distance.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+    h, w = distance.shape[-2:]
+    big = F.interpolate(distance, size=(UPSAMPLE * h, UPSAMPLE * w), mode="bilinear", align_corners=False)
+    return big[:, None].expand(-1, 3, -1, -1, -1) * 2 - 1
+
+
+class LatentStandIn(torch.nn.Module):
+    """The minimum of a tokenizer that ``build_system`` needs: channels and the latent shape."""
+
+    trainable = False
+
+    def __init__(self, channels: int, frames: int, size: int):
+        super().__init__()
+        self.latent_channels = channels
+        self._shape = (channels, frames, size, size)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        return self._shape
+
+    def decode(self, latent: Tensor) -> Tensor:
+        return latent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "quickstart.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--every", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's denoiser lr")
+    parser.add_argument("--samples", type=int, default=48)
+    parser.add_argument("--frames", type=int, default=8, help="latent frames")
+    parser.add_argument("--size", type=int, default=8, help="latent height and width")
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    data = recipe.data.train.config
+    num_classes, fps_values = data.num_classes, list(data.fps_values)
+    # The quickstart's motion in latent cells: speed (frame sizes per second) * latent size.
+    shape = dict(channels=args.channels, frames=args.frames, size=args.size, num_classes=num_classes,
+                 fps_values=fps_values, cells_per_second=data.speed * args.size,
+                 object_cells=data.shape_size * args.size)
+    stand_in = LatentStandIn(args.channels, args.frames, args.size)
+    system = _build(recipe, stand_in, num_classes, args)
+    train_cfg = recipe.train.denoiser
+    lr = args.lr or train_cfg.optimizer.lr
+    params = system.optimizer_groups()["denoiser"]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    learned = torch.nn.ModuleList([system.denoiser, *system.conditioners])
+    ema = copy.deepcopy(learned)
+    probe_spec = next(m for m in recipe.evaluate.metrics if m.name == "motion_probe")
+
+    def probe(clips: Tensor, labels: Tensor, fps: Tensor) -> dict[str, float]:
+        # Motion in probe pixels is speed * (UPSAMPLE * size) / fps: the recipe's probe speed holds.
+        metric = create("metric", "motion_probe", **probe_spec.options)
+        metric.update(fake=as_probe_video(clips), labels=labels, fps=fps)
+        values = metric.compute()
+        return {k: round(float(values[k]), 3) for k in
+                ("class_accuracy", "fps_speed_spearman", "mean_speed_px", "persistence")}
+
+    real, real_labels, real_fps = synthetic_latents(96, generator=torch.Generator().manual_seed(123), **shape)
+    system.set_latent_scale(1.0 / float(real.std()))  # the denoiser sees unit-variance latents
+    print(json.dumps({"step": 0, "training_clips": probe(real, real_labels, real_fps)}), flush=True)
+
+    generator = torch.Generator().manual_seed(0)
+    n = args.samples
+    labels = torch.arange(n) % num_classes
+    fps = torch.tensor(fps_values)[torch.arange(n) // num_classes % len(fps_values)]
+    start, running = time.perf_counter(), 0.0
+    system.train()
+    for step in range(1, args.steps + 1):
+        latent, label, clip_fps = synthetic_latents(args.batch_size, generator=generator, **shape)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, step / max(1, train_cfg.optimizer.warmup_steps))
+        loss = system.training_step({"latent": latent, "label": label, "fps": clip_fps}, step=step).losses["denoiser"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            for averaged, live in zip(ema.parameters(), learned.parameters()):
+                averaged.lerp_(live, 1.0 - train_cfg.ema_decay)
+        running += loss.item()
+        if step % args.every == 0:
+            saved = copy.deepcopy(learned.state_dict())
+            learned.load_state_dict(ema.state_dict())
+            result: dict[str, object] = {"step": step, "loss": round(running / args.every, 4),
+                                         "seconds": round(time.perf_counter() - start, 1)}
+            for scale in sorted({0.0, float(system.guidance.scale)}):
+                sampled = system.sample(n, labels=labels, fps=fps, steps=recipe.evaluate.steps,
+                                        guidance_scale=scale, decode=False,
+                                        generator=torch.Generator().manual_seed(1))
+                result[f"w={scale:g}"] = {**probe(sampled, labels, fps),
+                                          "std_ratio": round(float(sampled.std() / real.std()), 2)}
+            print(json.dumps(result), flush=True)
+            learned.load_state_dict(saved)
+            system.train()
+            running = 0.0
+
+
+def _build(recipe, stand_in: LatentStandIn, num_classes: int, args: argparse.Namespace):
+    """The recipe's system around the stand-in tokenizer."""
+    from vqvdm_core.interfaces import VideoTokenizer
+
+    VideoTokenizer.register(LatentStandIn)  # a virtual subclass: the system checks the interface
+    return build_system(recipe, num_classes=num_classes, clip_shape=(args.frames, args.size, args.size),
+                        tokenizer=stand_in)
+
+
+if __name__ == "__main__":
+    main()
