@@ -5,10 +5,12 @@ Three measurements on a run directory with trained tokenizer, latents and denois
 
     python benchmarks/denoiser_diagnosis.py runs/quickstart [--clips 48] [--clip-x0 3]
 
-1. **Scale**: the standard deviation of generated latents against the cached training latents
-   (both unscaled). Samples far off the data's scale decode to saturated colours whatever the
-   denoiser learned: with epsilon prediction, a small error at the noisiest steps is divided by
-   ``sqrt(abar_t)`` (0.006 at t = 999 on the linear schedule) in the x0 estimate.
+1. **Scale**: the standard deviation of generated latents (the recipe's sampler, 20 steps, guided
+   at the recipe's scale) against the cached training latents (both unscaled), and the std of the
+   x0 estimate at every step of the chain (scaled units, where the training latents have std 1).
+   Samples far off the data's scale decode to saturated colours whatever the denoiser learned: with
+   epsilon prediction, a small error at the noisiest steps is divided by ``sqrt(abar_t)`` (0.006 at
+   t = 999 on the linear schedule) in the x0 estimate.
 2. **Conditioning**: the denoising loss on held-out latents with their true class, a wrong class,
    the null class, and shuffled FPS values, at several time steps. Equal losses mean the denoiser
    ignores the condition.
@@ -69,14 +71,39 @@ def main() -> None:
         return {k: round(float(values[k]), 3) for k in
                 ("class_accuracy", "fps_speed_spearman", "mean_speed_px", "persistence")}
 
+    # The recipe's sampler over a 20-step respaced chain, guided at the recipe's scale, started at
+    # kept step ``first`` (the last index: pure noise); also returns the x0 estimates' std per step.
+    schedule = system.schedule
+    kept = schedule.timesteps(20).tolist()
+    abar = schedule.alphas_cumprod[kept].tolist()
+    step_fn = SAMPLERS[schedule.config.sampler]
+    with torch.no_grad():
+        cond = system.embed({"label": labels, "fps": fps}, mode="cond")
+        uncond = system.embed({"label": labels, "fps": fps}, mode="uncond")
+
+    def denoise(x: torch.Tensor, first: int) -> tuple[torch.Tensor, dict[str, float]]:
+        gen = torch.Generator().manual_seed(3)
+        trace = {}
+        for i in reversed(range(first + 1)):
+            t = torch.full((x.shape[0],), kept[i], device=x.device)
+            prediction = system.guidance.predict(system.denoiser, x, t, cond=cond, uncond=uncond)
+            x0, eps = schedule.predict_x0_eps(prediction, x, abar[i], system.denoiser.prediction_type)
+            trace[str(kept[i])] = round(float(x0.std()), 3)
+            x = step_fn(x, x0, eps, abar_t=abar[i], abar_prev=abar[i - 1] if i > 0 else 1.0,
+                        generator=gen, variance=schedule.config.variance, eta=schedule.config.ddim_eta)
+        return x, trace
+
     report: dict[str, object] = {"run": str(args.run), "clips": len(items), "clip_x0": args.clip_x0}
     with torch.no_grad():
-        # 1. Scale of generated latents against the training latents.
+        # 1. Scale of generated latents against the training latents, and the x0 estimates' std
+        # along the sampling chain (scaled units: the training latents have std 1 there).
         cached = LatentDataset(run.run.stage_dir("latents") / LATENTS_FILE).latent.float()
-        sampled = system.sample(len(items), labels=labels, fps=fps, steps=20, decode=False,
-                                generator=torch.Generator().manual_seed(0))
+        noise = torch.randn((len(items), *system.latent_shape), generator=torch.Generator().manual_seed(0))
+        sampled, x0_std = denoise(noise.to(run.device), len(kept) - 1)
+        sampled = sampled / system.latent_scale
         report["scale"] = {"data_latent_std": round(float(cached.std()), 4),
                            "sample_latent_std": round(float(sampled.std()), 4),
+                           "x0_estimate_std_by_t": x0_std,
                            "sample_probe": probe(system.decode(sampled))}
 
         # 2. Does the denoiser use the conditions? Loss per time step under altered conditions.
@@ -101,24 +128,12 @@ def main() -> None:
         report["loss_by_condition"] = losses
 
         # 3. SDEdit: noise real latents to t, denoise back, probe the motion.
-        schedule = system.schedule
-        kept = schedule.timesteps(20).tolist()
-        abar = schedule.alphas_cumprod[kept].tolist()
-        step_fn = SAMPLERS[schedule.config.sampler]
-        cond = system.embed(conditions["true"], mode="cond")
-        uncond = system.embed(conditions["true"], mode="uncond")
         sdedit = {}
         for start in SDEDIT_STEPS:
             first = max(i for i, k in enumerate(kept) if k <= start)
-            gen = torch.Generator().manual_seed(2)
-            x = schedule.add_noise(z0, torch.randn(z0.shape, generator=gen).to(run.device),
-                                   torch.full((len(items),), kept[first], device=run.device))
-            for i in reversed(range(first + 1)):
-                t = torch.full((len(items),), kept[i], device=run.device)
-                prediction = system.guidance.predict(system.denoiser, x, t, cond=cond, uncond=uncond)
-                x0, eps = schedule.predict_x0_eps(prediction, x, abar[i], system.denoiser.prediction_type)
-                x = step_fn(x, x0, eps, abar_t=abar[i], abar_prev=abar[i - 1] if i > 0 else 1.0,
-                            generator=gen, variance=schedule.config.variance, eta=schedule.config.ddim_eta)
+            x = schedule.add_noise(z0, torch.randn(z0.shape, generator=torch.Generator().manual_seed(2))
+                                   .to(run.device), torch.full((len(items),), kept[first], device=run.device))
+            x, _ = denoise(x, first)
             sdedit[str(kept[first])] = probe(system.decode(x / system.latent_scale))
         report["sdedit_probe"] = sdedit
     print(json.dumps(report, indent=1))
