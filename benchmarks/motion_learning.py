@@ -40,7 +40,8 @@ UPSAMPLE = 4  # latent cells -> probe pixels
 def synthetic_latents(n: int, *, generator: torch.Generator, channels: int, frames: int, size: int,
                       num_classes: int, fps_values: list[float], cells_per_second: float,
                       object_cells: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``(latent (n, channels, frames, size, size), label (n,), fps (n,))`` with unit std or so."""
+    """``(latent (n, channels, frames, size, size), label (n,), fps (n,))``; every position holds the
+    background vector, the object vector, or a blend of the two at the object's soft edge."""
     label = torch.randint(0, num_classes, (n,), generator=generator)
     fps = torch.tensor(fps_values)[torch.randint(0, len(fps_values), (n,), generator=generator)]
     step = cells_per_second / fps  # cells per latent frame
