@@ -20,7 +20,6 @@ Prints one line per probe (and the probe on the training clips themselves first,
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import time
@@ -31,6 +30,7 @@ from torch import Tensor
 
 from _common import REPO
 from vqvdm_core import create
+from vqvdm_core.engine.ema import EMA
 from vqvdm_core.recipe import load_recipe
 from vqvdm_core.system import build_system
 
@@ -124,7 +124,7 @@ def main() -> None:
     params = system.optimizer_groups()["denoiser"]
     optimizer = torch.optim.Adam(params, lr=lr)
     learned = torch.nn.ModuleList([system.denoiser, *system.conditioners])
-    ema = copy.deepcopy(learned)
+    ema = EMA(learned, decay=train_cfg.ema_decay)
     probe_spec = next(m for m in recipe.evaluate.metrics if m.name == "motion_probe")
 
     def probe(clips: Tensor, labels: Tensor, fps: Tensor) -> dict[str, float]:
@@ -154,23 +154,19 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        with torch.no_grad():
-            for averaged, live in zip(ema.parameters(), learned.parameters()):
-                averaged.lerp_(live, 1.0 - train_cfg.ema_decay)
+        ema.update(learned)
         running += loss.item()
         if step % args.every == 0:
-            saved = copy.deepcopy(learned.state_dict())
-            learned.load_state_dict(ema.state_dict())
             result: dict[str, object] = {"step": step, "loss": round(running / args.every, 4),
                                          "seconds": round(time.perf_counter() - start, 1)}
-            for scale in sorted({0.0, float(system.guidance.scale)}):
-                sampled = system.sample(n, labels=labels, fps=fps, steps=recipe.evaluate.steps,
-                                        guidance_scale=scale, decode=False,
-                                        generator=torch.Generator().manual_seed(1))
-                result[f"w={scale:g}"] = {**probe(sampled, labels, fps),
-                                          "std_ratio": round(float(sampled.std() / real.std()), 2)}
+            with ema.swapped_in(learned):
+                for scale in sorted({0.0, float(system.guidance.scale)}):
+                    sampled = system.sample(n, labels=labels, fps=fps, steps=recipe.evaluate.steps,
+                                            guidance_scale=scale, decode=False,
+                                            generator=torch.Generator().manual_seed(1))
+                    result[f"w={scale:g}"] = {**probe(sampled, labels, fps),
+                                              "std_ratio": round(float(sampled.std() / real.std()), 2)}
             print(json.dumps(result), flush=True)
-            learned.load_state_dict(saved)
             system.train()
             running = 0.0
 
