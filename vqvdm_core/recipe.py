@@ -103,6 +103,10 @@ class OptimizerSettings(Strict):
     weight_decay: float = Field(0.0, ge=0)
     eps: float = Field(1e-8, gt=0, description="Adam's denominator epsilon")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
+    decay: Literal["constant", "cosine"] = Field(
+        "constant", description="after warm-up: keep lr (constant), or follow a half cosine down to "
+        "min_lr_ratio * lr at the stage's last step (cosine)")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / lr of the cosine decay")
 
 
 class TrainSettings(Strict):

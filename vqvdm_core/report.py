@@ -180,6 +180,9 @@ def _metrics_section(run: Path) -> str:
             note = "" if comparable is None else ("comparable to the paper" if comparable else "not comparable")
             for i, (key, value) in enumerate(values.items()):
                 rows.append([f"{name}/{key}" if key != name else name, _fmt(value), "" if i else note])
+        if "latent_std_ratio" in res:
+            rows.append(["latent_std_ratio", _fmt(res["latent_std_ratio"]),
+                         "generated / training latent std (near 1)"])
         title = (f"guidance w = {_fmt(res.get('guidance_scale'))}: {res.get('num_samples')} samples, "
                  f"{res.get('steps')} steps ({res.get('sampler')})")
         parts.append(f"<h4>{_esc(title)}</h4>" + _table(rows, ["metric", "value", "protocol"]))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 from standins import tiny_recipe
 
@@ -48,6 +50,7 @@ def test_every_stage_writes_its_artefacts(tiny_run):
     for r in report["results"]:
         assert r["num_samples"] == 4
         assert -1.0 <= r["values"]["mean_brightness"]["mean"] <= 1.0
+        assert 0.0 < r["latent_std_ratio"] < float("inf")
 
 
 def test_latents_stage_records_scale_and_classes(tiny_run):
@@ -150,6 +153,30 @@ def test_evaluate_command_scores_a_run_and_a_samples_file(run_copy):
     assert "mean_brightness" in scored["results"][0]["values"]
 
 
+def test_evaluate_warns_when_generated_latents_are_off_the_training_scale(run_copy):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+
+    args = ["evaluate", str(run_copy), "--metrics", "mean_brightness", "--num-samples", "2",
+            "--guidance", "1", "--steps", "2"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    ratio = json.loads((run_copy / "evaluate" / "metrics.json").read_text())["results"][0]["latent_std_ratio"]
+
+    # Pretend the training latents were 1000x wider: the same samples are then far too narrow.
+    record_path = run_copy / "latents" / "stage.json"
+    record = json.loads(record_path.read_text())
+    record["info"]["latent_std"] *= 1000.0
+    record_path.write_text(json.dumps(record))
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    shrunk = json.loads((run_copy / "evaluate" / "metrics.json").read_text())["results"][0]["latent_std_ratio"]
+    assert shrunk == pytest.approx(ratio / 1000.0, rel=1e-3)
+    assert "off the data's scale" in second.output
+    assert ("off the data's scale" in first.output) == (not 0.5 <= ratio <= 2.0)
+
+
 def test_report_command_links_what_the_run_made(run_copy):
     from typer.testing import CliRunner
 
@@ -160,3 +187,15 @@ def test_report_command_links_what_the_run_made(run_copy):
     page = (run_copy / "report.html").read_text()
     assert "sample/grid.gif" in page and "mean_brightness/mean" in page
     assert "loss_curves.png" in page and "recipe" in page.lower()
+
+
+def test_latent_moments_give_the_std_of_every_value_seen_in_chunks():
+    from vqvdm_core.pipeline.generate import LatentMoments
+
+    values = torch.randn(5, 2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 3.0 + 1.5
+    moments = LatentMoments()
+    for chunk in values.split(2):
+        moments.update(chunk)
+    assert moments.count == values.numel()
+    assert moments.std == pytest.approx(float(values.double().std(unbiased=False)), rel=1e-9)
+    assert math.isnan(LatentMoments().std)

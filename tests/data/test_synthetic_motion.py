@@ -110,6 +110,49 @@ def test_shapes_stand_out_from_the_background() -> None:
         assert distance.max() >= 0.8  # 0.4 in [0, 1] units is 0.8 in [-1, 1]
 
 
+def test_fixed_colours_paint_every_clip_with_the_same_background_and_shape_colour() -> None:
+    background, shape = (0.15, 0.15, 0.35), (0.95, 0.85, 0.3)
+    ds = SyntheticMotion(size=16, frames=2, num_shapes=1, shape_size=0.4, num_clips=6,
+                         background_colour=background, shape_colour=shape)
+    expected_bg = torch.tensor(background) * 2 - 1
+    expected_shape = torch.tensor(shape) * 2 - 1
+    for i in range(6):
+        video = ds[i]["video"]  # (3, T, H, W) in [-1, 1]
+        pixels = video.flatten(1).T  # (T*H*W, 3)
+        to_bg = (pixels - expected_bg).norm(dim=1)
+        to_shape = (pixels - expected_shape).norm(dim=1)
+        # Every pixel is the background, the shape, or (at the anti-aliased edge) a blend of the two.
+        along = (pixels - expected_bg) @ (expected_shape - expected_bg) / (expected_shape - expected_bg).norm() ** 2
+        blend = expected_bg + along[:, None].clamp(0, 1) * (expected_shape - expected_bg)
+        assert torch.allclose(pixels, blend, atol=1e-5)
+        assert (to_bg < 1e-5).any() and (to_shape < 1e-5).any()
+
+
+def test_fixed_colours_too_close_together_are_refused_with_both_values() -> None:
+    with pytest.raises(ValueError, match=r"shape_colour \[0.2, 0.2, 0.3\] is only 0.10 from"):
+        SyntheticMotion(background_colour=(0.1, 0.2, 0.3), shape_colour=(0.2, 0.2, 0.3))
+
+
+def test_shapes_of_fixed_colour_still_move_by_the_clips_velocity() -> None:
+    common = dict(size=16, frames=3, num_shapes=1, num_clips=4)
+    fixed = SyntheticMotion(**common, background_colour=(0.0, 0.0, 0.0), shape_colour=(1.0, 1.0, 1.0))
+    for i in range(4):
+        # A white shape on black: the brightness is the shape's coverage.
+        coverage = fixed[i]["video"].mean(dim=0) * 0.5 + 0.5  # (T, H, W)
+        ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+        dx, dy = fixed.velocity(i)
+        assert coverage.sum(dim=(1, 2)).std() < 1e-4  # the same area in every frame
+        # The coverage's circular mean moves by the clip's velocity between frames.
+        def centre(frame: torch.Tensor) -> torch.Tensor:
+            angle = 2 * math.pi / 16
+            cx = torch.atan2((frame * torch.sin(xs * angle)).sum(), (frame * torch.cos(xs * angle)).sum())
+            cy = torch.atan2((frame * torch.sin(ys * angle)).sum(), (frame * torch.cos(ys * angle)).sum())
+            return torch.stack([cx, cy]) / angle
+        step = centre(coverage[1]) - centre(coverage[0])
+        step = (step + 8) % 16 - 8
+        assert step.tolist() == pytest.approx([dx, dy], abs=0.05)
+
+
 def test_random_clip_gives_fresh_content_with_the_same_label_and_fps() -> None:
     ds = SyntheticMotion(size=16, frames=2, random_clip=True)
     torch.manual_seed(0)

@@ -157,6 +157,15 @@ def test_warmup_and_per_group_learning_rates(tmp_path):
     assert [r["lr/discriminator"] for r in train] == pytest.approx([0.0005, 0.001, 0.001])
 
 
+def test_cosine_decay_follows_warm_up_down_to_min_lr_ratio_at_the_last_step(tmp_path):
+    s = settings(steps=6, optimizer={"name": "adamw", "lr": 0.01, "warmup_steps": 2, "decay": "cosine",
+                                     "min_lr_ratio": 0.1})
+    result = make_trainer(make_gan(), s, tmp_path).fit(ToyPairs(8))
+    lrs = [r["lr/generator"] for r in result.history if r["tag"] == "train"]
+    # Warm-up 0.5, 1; then 0.1 + 0.9 * (1 + cos(pi * k / 3)) / 2 for k = 0..3 over the last 4 steps.
+    assert lrs == pytest.approx([0.005, 0.01, 0.01, 0.00775, 0.00325, 0.001])
+
+
 def test_unknown_param_group_names_the_model_groups(tmp_path):
     s = settings(param_groups={"critic": {"lr": 0.1}})
     with pytest.raises(OptimizerGroupError, match="'critic'.*'generator', 'discriminator'"):

@@ -21,6 +21,25 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))  # tests/data/video_factory.py
 from video_factory import make_frames, make_video  # noqa: E402
 
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def load_benchmark():
+    """``load_benchmark("motion_learning")``: a script of ``benchmarks/`` imported as a module (its
+    folder is on ``sys.path`` only while it is imported, for its ``_common`` import)."""
+    import importlib
+
+    def load(name: str):
+        sys.path.insert(0, str(BENCHMARKS))
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(str(BENCHMARKS))
+
+    return load
+
+
 UCF_CLASSES = ["PlayingCello", "Archery", "Surfing"]  # classInd order, not alphabetical
 """Classes of the stand-in UCF-101; group g01 is the test list, g08-g09 the train list."""
 UCF_TRAIN_GROUPS = (8, 9)

@@ -13,17 +13,8 @@ import torch
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "motion_learning.py"
 
 
-def _load_script():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import motion_learning
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return motion_learning
-
-
-def test_synthetic_latents_move_the_object_by_the_class_direction_and_fps_speed():
-    ml = _load_script()
+def test_synthetic_latents_move_the_object_by_the_class_direction_and_fps_speed(load_benchmark):
+    ml = load_benchmark("motion_learning")
     latent, label, fps = ml.synthetic_latents(
         64, generator=torch.Generator().manual_seed(0), channels=4, frames=4, size=8, num_classes=4,
         fps_values=[4.0, 8.0], cells_per_second=4.0, object_cells=2.0)
@@ -40,6 +31,19 @@ def test_synthetic_latents_move_the_object_by_the_class_direction_and_fps_speed(
         torch.testing.assert_close(shift, expected, atol=0.15, rtol=0)
 
 
+def test_fixed_colours_give_every_clip_the_same_background_and_object_vectors(load_benchmark):
+    ml = load_benchmark("motion_learning")
+    background, foreground = torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 1.0, 0, 0])
+    latent, _, _ = ml.synthetic_latents(
+        8, generator=torch.Generator().manual_seed(0), channels=4, frames=2, size=8, num_classes=4,
+        fps_values=[4.0], cells_per_second=4.0, object_cells=3.0, colours=(background, foreground))
+    vectors = latent.permute(0, 2, 3, 4, 1).reshape(-1, 4)  # every position's vector
+    # Each is (1 - coverage) * background + coverage * object, with coverage in [0, 1].
+    coverage = vectors[:, 1]
+    torch.testing.assert_close(vectors, (1 - coverage)[:, None] * background + coverage[:, None] * foreground)
+    assert coverage.min() == 0.0 and coverage.max() == 1.0
+
+
 def _centroid(frame: torch.Tensor) -> torch.Tensor:
     """Circular (torus) centroid ``(x, y)`` in cells of an ``(8, 8)`` map."""
     angles = (torch.arange(8) + 0.5) * 2 * math.pi / 8
@@ -48,13 +52,18 @@ def _centroid(frame: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y]) * 8 / (2 * math.pi)
 
 
-def test_a_tiny_run_prints_the_ceiling_then_one_probe_per_interval():
+def test_a_tiny_run_prints_the_ceiling_then_one_probe_per_interval(tmp_path):
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--steps", "2", "--every", "2", "--samples", "8", "--frames", "4",
-         "--size", "4", "--threads", "1", "--set", "denoiser.channels=8", "--set", "evaluate.steps=2"],
+         "--size", "4", "--threads", "1", "--set", "denoiser.channels=8", "--set", "evaluate.steps=2",
+         "--save", str(tmp_path)],
         capture_output=True, text=True, timeout=300, check=True).stdout
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [line["step"] for line in lines] == [0, 2]
     assert set(lines[0]["training_clips"]) == {"class_accuracy", "fps_speed_spearman", "mean_speed_px",
                                                "persistence"}
     assert {"w=0", "w=3"} <= set(lines[1]) and lines[1]["w=3"]["std_ratio"] > 0
+    assert set(lines[1]["x0_error"]) == {"t=200", "t=400", "t=600", "t=800", "t=950"}
+    assert all(value > 0 for value in lines[1]["x0_error"].values())
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "step000002_w0.png", "step000002_w3.png", "training_clips.png"]

@@ -1,12 +1,16 @@
-"""One optimizer (and one learning-rate warm-up) per optimizer group of a trainable model.
+"""One optimizer (and one learning-rate schedule) per optimizer group of a trainable model.
 
 The model names its groups (``optimizer_groups()``: ``{"generator": [...], "discriminator": [...]}``);
 the recipe's ``train.<stage>.optimizer`` applies to every group and ``param_groups.<group>``
 overrides fields for one group. Warm-up is linear: during optimizer step ``s`` (0-based) the
-learning rate is ``lr * min(1, (s + 1) / warmup_steps)``.
+learning rate is ``lr * min(1, (s + 1) / warmup_steps)``. With ``decay: cosine`` it then follows a
+half cosine from ``lr`` to ``min_lr_ratio * lr`` at the stage's last step (counted in the group's
+own optimizer steps: a group that starts late, like a GAN discriminator, ends its decay late too).
 """
 
 from __future__ import annotations
+
+import math
 
 from torch import nn
 from torch.optim import Adam, AdamW, Optimizer
@@ -15,7 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from vqvdm_core.errors import UserError
 from vqvdm_core.recipe import OptimizerSettings, TrainSettings
 
-__all__ = ["OptimizerGroupError", "build_optimizer", "build_warmup", "trained_groups"]
+__all__ = ["OptimizerGroupError", "build_lr_schedule", "build_optimizer", "trained_groups"]
 
 
 class OptimizerGroupError(UserError):
@@ -65,21 +69,31 @@ def build_optimizer(params: list[nn.Parameter], settings: OptimizerSettings) -> 
                weight_decay=settings.weight_decay)
 
 
-class LinearWarmup:
-    """``min(1, (step + 1) / warmup_steps)``: the learning-rate factor of a linear warm-up.
+class LearningRateFactor:
+    """The factor on ``lr`` during optimizer step ``s`` (0-based): linear warm-up, then constant or
+    a half-cosine decay to ``min_ratio`` at step ``total_steps - 1``.
 
     A class (not a lambda) so the scheduler's state dict stays plain data.
     """
 
-    def __init__(self, warmup_steps: int):
+    def __init__(self, warmup_steps: int, *, total_steps: int = 0, decay: str = "constant",
+                 min_ratio: float = 0.0):
         self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.decay = decay
+        self.min_ratio = float(min_ratio)
 
     def __call__(self, step: int) -> float:
-        if self.warmup_steps <= 0:
-            return 1.0
-        return min(1.0, (step + 1) / self.warmup_steps)
+        warmup = 1.0 if self.warmup_steps <= 0 else min(1.0, (step + 1) / self.warmup_steps)
+        decaying = self.total_steps - 1 - self.warmup_steps
+        if self.decay != "cosine" or decaying <= 0:
+            return warmup
+        progress = min(1.0, max(0.0, (step - self.warmup_steps) / decaying))
+        return warmup * (self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def build_warmup(optimizer: Optimizer, settings: OptimizerSettings) -> LambdaLR:
-    """The linear warm-up scheduler of ``optimizer``; call ``.step()`` after each optimizer step."""
-    return LambdaLR(optimizer, LinearWarmup(settings.warmup_steps))
+def build_lr_schedule(optimizer: Optimizer, settings: OptimizerSettings, *, total_steps: int) -> LambdaLR:
+    """The learning-rate schedule of ``optimizer`` over a stage of ``total_steps`` optimizer steps;
+    call ``.step()`` after each optimizer step."""
+    return LambdaLR(optimizer, LearningRateFactor(settings.warmup_steps, total_steps=total_steps,
+                                                  decay=settings.decay, min_ratio=settings.min_lr_ratio))

@@ -48,7 +48,7 @@ from vqvdm_core.engine.checkpoint import (
 from vqvdm_core.engine.ema import EMA
 from vqvdm_core.engine.loader import DataPosition, InfiniteLoader, LoaderError
 from vqvdm_core.engine.logging import MetricsLog, TrainProgress
-from vqvdm_core.engine.optim import build_optimizer, build_warmup, trained_groups
+from vqvdm_core.engine.optim import build_lr_schedule, build_optimizer, trained_groups
 from vqvdm_core.errors import ComponentError, UserError
 from vqvdm_core.interfaces import TrainStep
 from vqvdm_core.recipe import TrainSettings
@@ -200,7 +200,8 @@ class Trainer:
         dist.broadcast_module(self.model)  # every process starts from rank 0's weights
         self.groups = trained_groups(model.optimizer_groups(), settings, model_name=name)
         self.optimizers = {g: build_optimizer(ps, settings.optimizer_for(g)) for g, ps in self.groups.items()}
-        self.schedulers = {g: build_warmup(opt, settings.optimizer_for(g)) for g, opt in self.optimizers.items()}
+        self.schedulers = {g: build_lr_schedule(opt, settings.optimizer_for(g), total_steps=settings.steps)
+                           for g, opt in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
         trained = [p for ps in self.groups.values() for p in ps]
         self.ema = EMA(model, decay=settings.ema_decay, params=trained) if settings.ema_decay else None

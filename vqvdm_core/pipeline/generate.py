@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,13 +14,43 @@ from vqvdm_core.pipeline.conditions import Conditions
 from vqvdm_core.progress import progress
 
 
+class LatentMoments:
+    """Running mean and standard deviation of every value of the generated (unscaled) latents.
+
+    A trained denoiser's samples should have about the training latents' standard deviation; a
+    ratio far from 1 means the sampler drifted off the data's scale (e.g. an epsilon model's x0
+    estimate blown up at the noisiest steps), which decoded clips show as saturated colour fields.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+
+    def update(self, latent: torch.Tensor) -> None:
+        z = latent.detach().double()
+        self.count += z.numel()
+        self.total += float(z.sum())
+        self.total_sq += float((z * z).sum())
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation of all values seen (NaN before any)."""
+        if self.count == 0:
+            return math.nan
+        mean = self.total / self.count
+        return math.sqrt(max(self.total_sq / self.count - mean * mean, 0.0))
+
+
 def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int | None,
              sampler: str | None, guidance_scale: float | None, seed: int, device: torch.device,
              precision: str, console: Console, description: str = "sampling",
+             latent_moments: LatentMoments | None = None,
              ) -> Iterator[tuple[Conditions, torch.Tensor]]:
     """Yield ``(conditions of the batch, video (B, 3, T, H, W) on the CPU)`` batch by batch.
 
     Noise comes from one generator seeded with ``seed``, so the same call gives the same clips.
+    ``latent_moments``, if given, sees every generated latent before it is decoded.
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     n = len(conditions)
@@ -29,11 +60,14 @@ def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int
         for start in range(0, n, batch_size):
             part = conditions.chunk(start, min(n, start + batch_size))
             with autocast(device, precision):
-                video = system.sample(
+                latent = system.sample(
                     len(part),
                     labels=torch.tensor(part.labels, device=device),
                     fps=torch.tensor(part.fps, device=device),
                     steps=steps, sampler=sampler, guidance_scale=guidance_scale,
-                    generator=generator, progress=lambda i, total: advance(1),
+                    generator=generator, progress=lambda i, total: advance(1), decode=False,
                 )
+                if latent_moments is not None:
+                    latent_moments.update(latent)
+                video = system.decode(latent)
             yield part, video.float().clamp(-1, 1).cpu()

@@ -1,5 +1,10 @@
 """Stage ``evaluate``: generate ``num_samples`` clips per guidance scale and score them.
 
+Besides the recipe's metrics, each guidance scale records ``latent_std_ratio``: the generated
+latents' standard deviation over the training latents' (from the latents stage). It should be near
+1; outside ``[1/2, 2]`` the stage says so, since the sampler then left the data's scale (see
+:class:`~vqvdm_core.pipeline.generate.LatentMoments`).
+
 :func:`score_samples` scores clips already on disk (a ``samples.safetensors`` file) the same way.
 """
 
@@ -17,7 +22,7 @@ from vqvdm_core.errors import UserError
 from vqvdm_core.interfaces import Metric
 from vqvdm_core.pipeline.conditions import cycle
 from vqvdm_core.pipeline.context import RunContext, write_json
-from vqvdm_core.pipeline.generate import generate
+from vqvdm_core.pipeline.generate import LatentMoments, generate
 from vqvdm_core.pipeline.samples_file import load_samples
 from vqvdm_core.progress import progress
 
@@ -28,18 +33,28 @@ def run(ctx: RunContext) -> dict[str, Any]:
     e = ctx.recipe.evaluate
     metrics = _build_metrics(ctx)
     system = ctx.system(trained=True)
-    conditions = cycle(ctx.latents_meta(), e.num_samples, fps=ctx.recipe.sample.fps)
+    meta = ctx.latents_meta()
+    conditions = cycle(meta, e.num_samples, fps=ctx.recipe.sample.fps)
     results = []
     for scale in e.guidance_scales or [system.guidance.scale]:
         start = time.perf_counter()
+        moments = LatentMoments()
         batches = ((video, torch.tensor(part.labels), torch.tensor(part.fps)) for part, video in generate(
             system, conditions, batch_size=e.batch_size, steps=e.steps, sampler=e.sampler,
             guidance_scale=scale, seed=ctx.recipe.seed + 1, device=ctx.device, precision=e.precision,
-            console=ctx.console, description=f"evaluate w={scale:g}"))
+            console=ctx.console, description=f"evaluate w={scale:g}", latent_moments=moments))
         values = _score(ctx, metrics, batches)
-        results.append({"guidance_scale": scale, "num_samples": len(conditions), "steps": e.steps,
-                        "sampler": e.sampler or "default",
-                        "seconds": round(time.perf_counter() - start, 2), "values": values})
+        result = {"guidance_scale": scale, "num_samples": len(conditions), "steps": e.steps,
+                  "sampler": e.sampler or "default", "seconds": round(time.perf_counter() - start, 2),
+                  "values": values}
+        if meta.get("latent_std"):
+            ratio = moments.std / float(meta["latent_std"])
+            result["latent_std_ratio"] = float(f"{ratio:.4g}")
+            if not 0.5 <= ratio <= 2.0:
+                ctx.say(f"warning: w={scale:g}: the generated latents' std is {ratio:.2f}x the training "
+                        "latents'; the samples are off the data's scale (for an epsilon model, try "
+                        "schedule.clip_x0 or denoiser.prediction_type: v)")
+        results.append(result)
     return _write_report(ctx, metrics, results, ctx.run.stage_dir("evaluate") / "metrics.json")
 
 
@@ -111,8 +126,11 @@ def metrics_table(report: dict[str, Any]) -> Table:
     table.add_column("value", justify="right")
     for res in report["results"]:
         scale = res.get("guidance_scale")
+        shown_scale = "-" if scale is None else f"{scale:g}"
         for name, values in res["values"].items():
             for key, value in values.items():
                 shown = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
-                table.add_row("-" if scale is None else f"{scale:g}", f"{name}/{key}", shown)
+                table.add_row(shown_scale, f"{name}/{key}", shown)
+        if "latent_std_ratio" in res:
+            table.add_row(shown_scale, "latent_std_ratio", f"{res['latent_std_ratio']:.4g}")
     return table
