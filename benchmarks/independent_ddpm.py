@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from _common import REPO  # noqa: F401  (puts the repository on sys.path)
-from motion_learning import as_probe_video, save_strips, synthetic_latents
-from vqvdm_core import create
+from motion_learning import probe_latents, save_strips, synthetic_latents
 from vqvdm_plugins.unet3d.unet import UNet3D
 
 NUM_CLASSES, FPS_VALUES, NULL = 4, (4.0, 8.0, 16.0), 4  # the quickstart's classes and frame rates
@@ -103,10 +102,7 @@ def main() -> None:
     abar = cosine_alphas_cumprod(TRAIN_STEPS).float()
 
     def probe(latent: Tensor, label: Tensor, fps: Tensor) -> dict[str, float]:
-        metric = create("metric", "motion_probe", num_classes=NUM_CLASSES, speed=0.5)
-        metric.update(fake=as_probe_video(latent), labels=label, fps=fps)
-        values = metric.compute()
-        return {k: round(float(values[k]), 3) for k in ("class_accuracy", "fps_speed_spearman", "persistence")}
+        return probe_latents(latent, label, fps, num_classes=NUM_CLASSES, speed=0.5)
 
     real, real_label, real_fps = synthetic_latents(96, generator=torch.Generator().manual_seed(123), **data)
     scale = 1.0 / float(real.std())  # unit-variance training latents

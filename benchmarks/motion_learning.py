@@ -87,6 +87,17 @@ def as_probe_video(latent: Tensor) -> Tensor:
     return big[:, None].expand(-1, 3, -1, -1, -1) * 2 - 1
 
 
+def probe_latents(clips: Tensor, labels: Tensor, fps: Tensor, **options) -> dict[str, float]:
+    """The ``motion_probe`` metric (built with ``options``) on :func:`as_probe_video` of latent clips.
+
+    Motion in probe pixels is ``speed * (UPSAMPLE * size) / fps``, so the recipe's probe speed holds.
+    """
+    metric = create("metric", "motion_probe", **options)
+    metric.update(fake=as_probe_video(clips), labels=labels, fps=fps)
+    values = metric.compute()
+    return {k: round(float(values[k]), 3) for k in ("class_accuracy", "fps_speed_spearman", "mean_speed_px", "persistence")}
+
+
 class LatentStandIn(torch.nn.Module):
     """The minimum of a tokenizer that ``build_system`` needs: channels and the latent shape."""
 
@@ -142,12 +153,7 @@ def main() -> None:
     probe_spec = next(m for m in recipe.evaluate.metrics if m.name == "motion_probe")
 
     def probe(clips: Tensor, labels: Tensor, fps: Tensor) -> dict[str, float]:
-        # Motion in probe pixels is speed * (UPSAMPLE * size) / fps: the recipe's probe speed holds.
-        metric = create("metric", "motion_probe", **probe_spec.options)
-        metric.update(fake=as_probe_video(clips), labels=labels, fps=fps)
-        values = metric.compute()
-        return {k: round(float(values[k]), 3) for k in
-                ("class_accuracy", "fps_speed_spearman", "mean_speed_px", "persistence")}
+        return probe_latents(clips, labels, fps, **probe_spec.options)
 
     real, real_labels, real_fps = synthetic_latents(96, generator=torch.Generator().manual_seed(123), **shape)
     system.set_latent_scale(1.0 / float(real.std()))  # the denoiser sees unit-variance latents
