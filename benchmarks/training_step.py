@@ -11,7 +11,8 @@
   tokenizer encodes them first, every step. The difference is what the ``latents`` stage's cache
   saves per step.
 * ``tokenizer`` (``--tokenizer``): one VQGAN step (Eq. 5), generator then discriminator, with the
-  GAN terms on (the step after ``discriminator_start``). LPIPS runs with a random VGG backbone
+  GAN terms on (the step after ``discriminator_start``; ``--tokenizer-step 0`` times a step before
+  the switch-on instead). LPIPS runs with a random VGG backbone
   (``perceptual_pretrained=false``): the same compute as the ImageNet one, no weight file needed.
 
 Weights are random; timing does not depend on them. Times are interleaved and reported as medians
@@ -40,7 +41,8 @@ def run_step(model: Any, optimizers: dict[str, torch.optim.Optimizer], batch: di
     names = list(result.losses)
     for i, name in enumerate(names):
         optimizers[name].zero_grad(set_to_none=True)
-        result.losses[name].backward(retain_graph=i < len(names) - 1)
+        if result.losses[name].requires_grad:  # a discriminator before its switch-on has no graph
+            result.losses[name].backward(retain_graph=i < len(names) - 1)
         optimizers[name].step()
 
 
@@ -49,6 +51,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2, help="denoiser-stage batch")
     parser.add_argument("--tokenizer", action="store_true", help="also time the tokenizer stage's step")
     parser.add_argument("--tokenizer-batch", type=int, default=1)
+    parser.add_argument("--tokenizer-step", type=int, default=None,
+                        help="step index the tokenizer's step is timed at (default: discriminator_start, "
+                             "GAN on; 0: before the switch-on, as a short run like the quickstart trains)")
     args = parser.parse_args()
 
     device = apply_machine_options(args)
@@ -71,7 +76,8 @@ def main() -> None:
     if args.tokenizer:
         tok = system.tokenizer.requires_grad_(True).train()
         tok_opt = optimizer_step(tok.optimizer_groups())
-        start = int(getattr(tok.config, "discriminator_start", 0))
+        start = (int(getattr(tok.config, "discriminator_start", 0)) if args.tokenizer_step is None
+                 else args.tokenizer_step)
         tok_batch = {"video": torch.rand(args.tokenizer_batch, 3, *clip_shape, device=device) * 2 - 1}
         fns["tokenizer"] = lambda: run_step(tok, tok_opt, tok_batch, start)
         results["tokenizer_batch"] = args.tokenizer_batch

@@ -103,10 +103,13 @@ class OptimizerSettings(Strict):
     weight_decay: float = Field(0.0, ge=0)
     eps: float = Field(1e-8, gt=0, description="Adam's denominator epsilon")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
-    decay: Literal["constant", "cosine"] = Field(
-        "constant", description="after warm-up: keep lr (constant), or follow a half cosine down to "
-        "min_lr_ratio * lr at the stage's last step (cosine)")
-    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / lr of the cosine decay")
+    decay: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="after warm-up: keep lr (constant), or decay it along a half cosine "
+        "(cosine) or a straight line (linear) to min_lr_ratio * lr at the stage's last step")
+    decay_steps: int | None = Field(
+        None, ge=1, description="decay over the stage's last decay_steps steps only, at lr until then "
+        "(warm-up, stable, decay); null: decay from the end of warm-up")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / lr of the decay")
 
 
 class TrainSettings(Strict):
@@ -269,13 +272,24 @@ class Recipe(Strict):
         return out
 
     def hash(self, *paths: str) -> str:
-        """A stable hash of the resolved recipe parts at ``paths`` (all of it when none).
+        """A stable hash of the recipe parts at ``paths`` (all of it when none), as they resolve.
+
+        Only fields whose value differs from their default enter the hash (component names always
+        do). Spelling a default out changes nothing, and neither does a later version of the
+        library adding a field with a default: a run directory's stage records (which hold this
+        hash) stay valid across such upgrades. A changed *default value* is not seen either, just
+        as a changed implementation is not.
 
         A path that names no part of a recipe (a typo) raises ``KeyError``: it would otherwise
         hash as "absent" and never change.
         """
-        data = self.dump()
-        parts = {p: _get_path(data, p.split(".")) for p in paths} if paths else data
+        full, lean = self.dump(), _non_default(self)
+        if paths:
+            for p in paths:
+                _get_path(full, p.split("."))  # KeyError for a typo
+            parts = {p: _get_path(lean, p.split("."), missing=_DEFAULT) for p in paths}
+        else:
+            parts = lean
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -544,8 +558,50 @@ def _line_map(text: str) -> dict[str, int]:
     return out
 
 
-def _get_path(data: Any, parts: list[str]) -> Any:
-    """The value at ``parts``; ``KeyError`` naming the path when the recipe has no such part."""
+_DEFAULT = "<default>"
+"""What :meth:`Recipe.hash` records for a part left at its default."""
+
+
+def _non_default(value: Any) -> Any:
+    """``value`` as JSON-safe data keeping only the model fields that differ from their default.
+
+    A component node keeps its ``name`` and the non-default fields of its resolved ``Config``.
+    """
+    if isinstance(value, ComponentSpec):
+        fields = _non_default(value._config) if value._config is not None else value.options
+        return {"name": value.name, **fields}
+    if isinstance(value, BaseModel):
+        out = {}
+        for name, field in type(value).model_fields.items():
+            current = getattr(value, name)
+            if field.is_required() or isinstance(current, ComponentSpec):
+                out[name] = _non_default(current)
+                continue
+            default = field.get_default(call_default_factory=True)
+            if _jsonable(current) != _jsonable(default):
+                out[name] = _non_default(current)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_non_default(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _non_default(v) for k, v in value.items()}
+    return _jsonable(value)
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic_core import to_jsonable_python
+
+    if isinstance(value, ComponentSpec):
+        return {"name": value.name, **value.options}
+    return to_jsonable_python(value)
+
+
+_NO_DEFAULT = object()
+
+
+def _get_path(data: Any, parts: list[str], *, missing: Any = _NO_DEFAULT) -> Any:
+    """The value at ``parts``; ``KeyError`` naming the path when the recipe has no such part
+    (or ``missing``, when given)."""
     for depth, part in enumerate(parts):
         try:
             if isinstance(data, list):
@@ -555,6 +611,8 @@ def _get_path(data: Any, parts: list[str]) -> Any:
             else:
                 raise KeyError(part)
         except (KeyError, IndexError, ValueError):
+            if missing is not _NO_DEFAULT:
+                return missing
             raise KeyError(f"the recipe has no part '{'.'.join(parts[: depth + 1])}'") from None
     return data
 

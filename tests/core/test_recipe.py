@@ -332,6 +332,27 @@ def test_hash_is_stable_and_sensitive_to_the_named_parts_only(tmp_path, registry
     assert a.hash("data.val") == changed.hash("data.val")  # an absent optional part is a valid part
 
 
+def test_hash_survives_a_new_config_field_with_a_default(tmp_path):
+    """A library upgrade that adds a field with a default keeps existing runs' stage hashes valid."""
+    from pydantic import Field
+
+    class NewerDenoiser(TinyDenoiser):
+        class Config(TinyDenoiser.Config):
+            new_option: float = Field(0.5, description="added in a later version")
+
+    old = Registry(entry_points=lambda group: [])
+    new = Registry(entry_points=lambda group: [])
+    for (kind, name), cls in ALL.items():
+        old.register(kind, name, cls)
+        new.register(kind, name, NewerDenoiser if name == "tiny_denoiser" else cls)
+    path = write(tmp_path, RECIPE_YAML)
+    before = load_recipe(path, registry=old)
+    after = load_recipe(path, registry=new)
+    assert "new_option" in after.dump()["denoiser"]  # the saved resolved recipe shows it
+    assert after.hash() == before.hash() and after.hash("denoiser") == before.hash("denoiser")
+    assert load_recipe(path, ["denoiser.new_option=0.7"], registry=new).hash("denoiser") != before.hash("denoiser")
+
+
 def test_hash_of_a_part_the_recipe_does_not_have_is_an_error(registry):
     recipe = load_recipe(minimal(), registry=registry)
     with pytest.raises(KeyError, match="no part 'denoisr'"):

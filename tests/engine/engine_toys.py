@@ -50,7 +50,7 @@ class ToyGAN(nn.Module, Trainable):
     """
 
     def __init__(self, *, noise: bool = False, sleep: float = 0.0, nan_at_step: int | None = None,
-                 nan_group: str = "generator"):
+                 nan_group: str = "generator", discriminator_start: int = 0):
         super().__init__()
         self.generator = nn.Linear(DIM, DIM)
         self.discriminator = nn.Sequential(nn.Linear(DIM, 8), nn.Tanh(), nn.Linear(8, 1))
@@ -58,6 +58,7 @@ class ToyGAN(nn.Module, Trainable):
         self.sleep = sleep
         self.nan_at_step = nan_at_step
         self.nan_group = nan_group
+        self.discriminator_start = discriminator_start  # before it: a graph-free zero loss (as vqgan3d)
         self.calls = 0
         self.seen_dtype: torch.dtype | None = None
 
@@ -85,6 +86,8 @@ class ToyGAN(nn.Module, Trainable):
         if self.nan_at_step is not None and step >= self.nan_at_step:
             losses[self.nan_group] = losses[self.nan_group] * float("nan")
             logs["g_adv" if self.nan_group == "generator" else "d_total"] = float("nan")
+        if step < self.discriminator_start:
+            losses["discriminator"] = torch.zeros(())
         return TrainStep(losses=losses, logs=logs)
 
 

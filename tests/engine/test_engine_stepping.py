@@ -76,6 +76,28 @@ def test_groups_step_in_loss_order_and_do_not_touch_each_other(tmp_path):
             assert torch.equal(after_d[name], after_g[name]), f"discriminator step changed {name}"
 
 
+def test_a_group_whose_loss_has_no_graph_is_not_stepped_until_it_has_one(tmp_path):
+    """A dormant discriminator (graph-free zero loss) keeps its weights even under weight decay and
+    has no optimizer state; from its switch-on step its Adam moments start fresh (step count 1)."""
+    model = make_gan(discriminator_start=2)
+    before = _params(model)
+    trainer = make_trainer(model, settings(steps=2, grad_clip=1.0, optimizer={"name": "adamw", "lr": 1e-2,
+                                                                              "weight_decay": 0.1}), tmp_path)
+    result = trainer.fit(ToyPairs(8))
+    assert [r["grad_norm/discriminator"] for r in result.history if r["tag"] == "train"] == [0.0, 0.0]
+    after = _params(model)
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("discriminator."))
+    assert not any(torch.equal(after[k], v) for k, v in before.items() if k.startswith("generator."))
+    assert not trainer.optimizers["discriminator"].state
+
+    model = make_gan(discriminator_start=2)
+    trainer = make_trainer(model, settings(steps=3, optimizer={"name": "adamw", "lr": 1e-2}), tmp_path / "on")
+    trainer.fit(ToyPairs(8))
+    steps = {float(state["step"]) for state in trainer.optimizers["discriminator"].state.values()}
+    assert steps == {1.0}
+    assert {float(state["step"]) for state in trainer.optimizers["generator"].state.values()} == {3.0}
+
+
 @pytest.mark.parametrize("clip", [None, 0.05])
 def test_grad_accumulation_equals_the_full_batch(tmp_path, clip):
     """Three steps of 2 micro-batches of 4 equal three steps of one batch of 8, for both groups."""
@@ -164,6 +186,15 @@ def test_cosine_decay_follows_warm_up_down_to_min_lr_ratio_at_the_last_step(tmp_
     lrs = [r["lr/generator"] for r in result.history if r["tag"] == "train"]
     # Warm-up 0.5, 1; then 0.1 + 0.9 * (1 + cos(pi * k / 3)) / 2 for k = 0..3 over the last 4 steps.
     assert lrs == pytest.approx([0.005, 0.01, 0.01, 0.00775, 0.00325, 0.001])
+
+
+def test_linear_decay_over_the_last_decay_steps_keeps_lr_until_then(tmp_path):
+    s = settings(steps=7, optimizer={"name": "adamw", "lr": 0.01, "warmup_steps": 1, "decay": "linear",
+                                     "decay_steps": 3})
+    result = make_trainer(make_gan(), s, tmp_path).fit(ToyPairs(8))
+    lrs = [r["lr/generator"] for r in result.history if r["tag"] == "train"]
+    # Stable at lr through step 3, then a straight line to 0 at the last step (6): 2/3, 1/3, 0.
+    assert lrs == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.01 * 2 / 3, 0.01 / 3, 0.0])
 
 
 def test_unknown_param_group_names_the_model_groups(tmp_path):

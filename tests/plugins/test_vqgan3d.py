@@ -417,9 +417,7 @@ def test_adversarial_terms_are_zero_before_switch_on_and_nonzero_after():
     before = tok.training_step(batch, step=4)
     assert before.logs["gan_factor"] == 0.0 and "adversarial" not in before.logs
     d_before = before.losses["discriminator"]
-    assert float(d_before.detach()) == 0.0 and d_before.requires_grad
-    d_before.backward()
-    assert all(p.grad is not None and float(p.grad.abs().sum()) == 0.0 for p in tok.discriminator.parameters())
+    assert float(d_before) == 0.0 and not d_before.requires_grad  # nothing for the engine to step
 
     after = tok.training_step(batch, step=5)
     assert after.logs["gan_factor"] == 1.0

