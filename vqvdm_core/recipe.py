@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic_core import to_jsonable_python
 
 from vqvdm_core.errors import ComponentError, RecipeError
 from vqvdm_core.registry import REGISTRY, Registry
@@ -589,8 +590,6 @@ def _non_default(value: Any) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
-    from pydantic_core import to_jsonable_python
-
     if isinstance(value, ComponentSpec):
         return {"name": value.name, **value.options}
     return to_jsonable_python(value)
