@@ -284,8 +284,9 @@ class Recipe(Strict):
         A path that names no part of a recipe (a typo) raises ``KeyError``: it would otherwise
         hash as "absent" and never change.
         """
-        full, lean = self.dump(), _non_default(self)
+        lean = _non_default(self)
         if paths:
+            full = self.dump()
             for p in paths:
                 _get_path(full, p.split("."))  # KeyError for a typo
             parts = {p: _get_path(lean, p.split("."), missing=_DEFAULT) for p in paths}
@@ -579,19 +580,13 @@ def _non_default(value: Any) -> Any:
                 out[name] = _non_default(current)
                 continue
             default = field.get_default(call_default_factory=True)
-            if _jsonable(current) != _jsonable(default):
+            if to_jsonable_python(current) != to_jsonable_python(default):
                 out[name] = _non_default(current)
         return out
     if isinstance(value, (list, tuple)):
         return [_non_default(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _non_default(v) for k, v in value.items()}
-    return _jsonable(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, ComponentSpec):
-        return {"name": value.name, **value.options}
     return to_jsonable_python(value)
 
 
