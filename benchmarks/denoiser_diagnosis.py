@@ -15,7 +15,7 @@ Three measurements on a run directory with trained tokenizer, latents and denois
    the null class, and shuffled FPS values, at several time steps. Equal losses mean the denoiser
    ignores the condition.
 3. **Where motion is lost** (SDEdit): real held-out clips are encoded, noised to time step ``t``,
-   denoised back with the recipe's sampler (20 DDIM steps) and scored with the recipe's
+   denoised back with the recipe's sampler (20 steps, started mid-chain) and scored with the recipe's
    ``motion_probe``. ``t = 0`` is the tokenizer's ceiling; the ``t`` at which class accuracy and
    FPS-speed correlation fall is where the denoiser stops carrying the motion.
 
@@ -35,7 +35,7 @@ from _common import REPO  # noqa: F401  (puts the repository on sys.path)
 from vqvdm_core.pipeline import open_run
 from vqvdm_core.pipeline.context import LATENTS_FILE
 from vqvdm_core.pipeline.latent_cache import LatentDataset
-from vqvdm_plugins.schedules.samplers import SAMPLERS
+from vqvdm_core.sampling import SamplerStep
 
 TIME_STEPS = (50, 200, 400, 600, 800, 950)
 SDEDIT_STEPS = (0, 105, 315, 526, 736, 946)  # kept steps of a 20-step respaced chain
@@ -72,26 +72,21 @@ def main() -> None:
                 ("class_accuracy", "fps_speed_spearman", "mean_speed_px", "persistence")}
 
     # The recipe's sampler over a 20-step respaced chain, guided at the recipe's scale, started at
-    # kept step ``first`` (the last index: pure noise); also returns the x0 estimates' std per step.
+    # time step ``start`` (the last training step: pure noise), through the sampler interface's
+    # mid-chain start; the callback records the x0 estimates' std per level (scaled units).
     schedule = system.schedule
     kept = schedule.timesteps(20).tolist()
-    abar = schedule.alphas_cumprod[kept].tolist()
-    step_fn = SAMPLERS[schedule.config.sampler]
-    with torch.no_grad():
-        cond = system.embed({"label": labels, "fps": fps}, mode="cond")
-        uncond = system.embed({"label": labels, "fps": fps}, mode="uncond")
+    sampler = run.recipe.sample.sampler
 
-    def denoise(x: torch.Tensor, first: int) -> tuple[torch.Tensor, dict[str, float]]:
-        gen = torch.Generator().manual_seed(3)
-        trace = {}
-        for i in reversed(range(first + 1)):
-            t = torch.full((x.shape[0],), kept[i], device=x.device)
-            prediction = system.guidance.predict(system.denoiser, x, t, cond=cond, uncond=uncond)
-            x0, eps = schedule.predict_x0_eps(prediction, x, abar[i], system.denoiser.prediction_type)
-            trace[str(kept[i])] = round(float(x0.std()), 3)
-            x = step_fn(x, x0, eps, abar_t=abar[i], abar_prev=abar[i - 1] if i > 0 else 1.0,
-                        generator=gen, variance=schedule.config.variance, eta=schedule.config.ddim_eta)
-        return x, trace
+    def denoise(x: torch.Tensor, start: int) -> tuple[torch.Tensor, dict[str, float]]:
+        trace: dict[str, float] = {}
+
+        def record(step: SamplerStep) -> None:
+            trace[str(step.timestep)] = round(float(step.x0.std()), 3)
+
+        z = system.sample(len(x), labels=labels, fps=fps, steps=20, sampler=sampler, x_t=x, start_step=start,
+                          generator=torch.Generator().manual_seed(3), callback=record, decode=False)
+        return z, trace  # unscaled latents
 
     report: dict[str, object] = {"run": str(args.run), "clips": len(items), "clip_x0": args.clip_x0}
     with torch.no_grad():
@@ -99,8 +94,7 @@ def main() -> None:
         # along the sampling chain (scaled units: the training latents have std 1 there).
         cached = LatentDataset(run.run.stage_dir("latents") / LATENTS_FILE).latent.float()
         noise = torch.randn((len(items), *system.latent_shape), generator=torch.Generator().manual_seed(0))
-        sampled, x0_std = denoise(noise.to(run.device), len(kept) - 1)
-        sampled = sampled / system.latent_scale
+        sampled, x0_std = denoise(noise.to(run.device), kept[-1])
         report["scale"] = {"data_latent_std": round(float(cached.std()), 4),
                            "sample_latent_std": round(float(sampled.std()), 4),
                            "x0_estimate_std_by_t": x0_std,
@@ -133,8 +127,8 @@ def main() -> None:
             first = max(i for i, k in enumerate(kept) if k <= start)
             x = schedule.add_noise(z0, torch.randn(z0.shape, generator=torch.Generator().manual_seed(2))
                                    .to(run.device), torch.full((len(items),), kept[first], device=run.device))
-            x, _ = denoise(x, first)
-            sdedit[str(kept[first])] = probe(system.decode(x / system.latent_scale))
+            z, _ = denoise(x, kept[first])
+            sdedit[str(kept[first])] = probe(system.decode(z))
         report["sdedit_probe"] = sdedit
     print(json.dumps(report, indent=1))
 

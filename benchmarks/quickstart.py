@@ -10,7 +10,8 @@ available), then reads the run's outputs and checks:
 - motion-probe class accuracy >= 0.90 at the recipe's guidance scale, and higher than at w = 0;
 - |Spearman correlation| between requested FPS and measured speed >= 0.8;
 - tokenizer PSNR on held-out clips >= 30 dB (the tokenizer stage's last validation);
-- at least 256 generated clips scored.
+- at least 256 generated clips scored;
+- at most 10 denoiser calls per clip (a guided pair counts once), for runs that record it.
 
 Prints a table and writes `<run>/targets.json`; exits 1 if a target is missed.
 """
@@ -62,6 +63,10 @@ def check(run: Path, measured: dict[str, float], guidance: float) -> list[tuple[
         ("tokenizer PSNR (dB)", psnr, ">= 30", psnr >= 30),
         ("clips scored", by_scale[guidance]["num_samples"], ">= 256", by_scale[guidance]["num_samples"] >= 256),
     ]
+    calls = by_scale[guidance].get("denoiser_calls")  # recorded since samplers became plug-ins
+    if calls is not None:
+        rows.append(("denoiser calls per clip (%s)" % by_scale[guidance].get("sampler"), calls, "<= 10",
+                     calls <= 10))
     if "wall_seconds" in measured:
         rows.append(("wall time (s)", measured["wall_seconds"], "<= 900", measured["wall_seconds"] <= 900))
         rows.append(("peak RSS (GB)", measured["peak_rss_gb"], "(reported)", True))

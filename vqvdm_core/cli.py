@@ -58,6 +58,21 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _sampler_help() -> str:
+    names = ", ".join(REGISTRY.names("sampler")) or "none registered"
+    return f"Sampler: {names} (default: the recipe's)."
+
+
+def _check_sampler(name: str | None) -> str | None:
+    """Refuse an unregistered sampler name before any work (with the names and a near match)."""
+    if name is not None:
+        try:
+            REGISTRY.entry("sampler", name)
+        except UserError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return name
+
+
 def _version(value: bool) -> None:
     if value:
         from vqvdm_core import __version__
@@ -202,8 +217,9 @@ def sample(
     label: list[int] = typer.Option([], "--label", "-l", help="Class index (repeatable; default all)."),
     fps: list[float] = typer.Option([], "--fps", help="FPS value (repeatable; default the data's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help="Guidance scale w."),
-    steps: Optional[int] = typer.Option(100, "--steps", help="Sampling steps (respaced)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm, ddim, ... (schedule's)."),
+    steps: Optional[int] = typer.Option(100, "--steps", min=1, help="Sampling steps (respaced)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=_sampler_help(),
+                                          callback=_check_sampler),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     out_path: Path = typer.Option(Path("samples.mp4"), "--out", "-o",
@@ -224,8 +240,9 @@ def sample(
     meta = ctx.latents_meta()
     conditions = grid(meta, labels=label or "all", fps=fps or None, per_condition=num)
     system = ctx.system(trained=True)
+    built = system.resolve_sampler(sampler if sampler is not None else ctx.recipe.sample.sampler)
     video = torch.cat([v for _, v in generate(
-        system, conditions, batch_size=batch_size, steps=steps, sampler=sampler,
+        system, conditions, batch_size=batch_size, steps=steps, sampler=built,
         guidance_scale=guidance, seed=seed, device=ctx.device, precision=precision, console=out)])
     nrow = max(1, len(set(conditions.fps)) * num)
     targets = {out_path, out_path.with_suffix(".gif" if out_path.suffix == ".mp4" else ".mp4")}
@@ -246,7 +263,9 @@ def evaluate(
                                           help="Comma-separated metric names (default: the recipe's)."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", min=1),
     guidance: list[float] = typer.Option([], "--guidance", "-w", help="Guidance scale (repeatable)."),
-    steps: Optional[int] = typer.Option(None, "--steps"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps (respaced)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=_sampler_help(),
+                                          callback=_check_sampler),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
@@ -259,7 +278,8 @@ def evaluate(
     from vqvdm_core.pipeline import open_run
     from vqvdm_core.pipeline.stages import evaluate as evaluate_stage
 
-    overrides = list(set_)
+    # --sampler first, so that --set evaluate.sampler.<option>=... can refine it.
+    overrides = ([f"evaluate.sampler={sampler}"] if sampler else []) + list(set_)
     if metrics:
         names = [m.strip() for m in metrics.split(",") if m.strip()]
         overrides.append(f"evaluate.metrics=[{', '.join(names)}]")

@@ -16,6 +16,7 @@ interface or leaves an abstract method unimplemented.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from vqvdm_core.config import ComponentConfig, Configurable
+from vqvdm_core.sampling import DenoiseFn, SamplingChain, StepCallback, respace
 
 __all__ = [
     "NO_LABEL",
@@ -36,6 +38,7 @@ __all__ = [
     "Conditioner",
     "Guidance",
     "Metric",
+    "Sampler",
     "VideoDataset",
     "ModelFn",
 ]
@@ -147,7 +150,13 @@ class Denoiser(Configurable, nn.Module, abc.ABC):
 
 
 class NoiseSchedule(Configurable, abc.ABC):
-    """The forward process and the samplers of the reverse process over any subset of time steps."""
+    """The forward process, and the chains of noise levels the reverse process runs over.
+
+    A schedule owns ``q(x_t | x_0)`` (training time steps, ``add_noise``, training targets, the
+    ``abar`` table) and respacing (:meth:`chain`); the update rules of the reverse process are
+    :class:`Sampler` plug-ins. The chains are variance preserving:
+    ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``.
+    """
 
     kind: ClassVar[str] = "schedule"
 
@@ -155,6 +164,11 @@ class NoiseSchedule(Configurable, abc.ABC):
     @abc.abstractmethod
     def num_train_steps(self) -> int:
         """Number of discrete training time steps (1000 for the paper's DDPM)."""
+
+    @property
+    @abc.abstractmethod
+    def alphas_cumprod(self) -> Tensor:
+        """``abar_t`` for every training time step, ``(num_train_steps,)`` float64, descending."""
 
     @abc.abstractmethod
     def sample_timesteps(self, batch_size: int, *, device: torch.device | str,
@@ -170,7 +184,40 @@ class NoiseSchedule(Configurable, abc.ABC):
                         prediction_type: PredictionType) -> Tensor:
         """The regression target for a denoiser that predicts ``prediction_type``."""
 
-    @abc.abstractmethod
+    def chain(self, steps: int | None = None, *, start: int | None = None,
+              spacing: str = "uniform") -> SamplingChain:
+        """The ``steps``-level chain a sampler runs over (``None``: every training step).
+
+        It starts at training step ``start`` (default: the last); ``spacing`` is ``uniform`` (the
+        paper's respacing), ``trailing``, ``karras`` or ``log_snr`` (see
+        :func:`vqvdm_core.sampling.respace`).
+        """
+        kept = respace(self.alphas_cumprod, steps, start=start, spacing=spacing)
+        abar = self.alphas_cumprod[kept].tolist()
+        return SamplingChain(timesteps=tuple(kept), alphas_cumprod=tuple(float(a) for a in abar))
+
+    def predict_x0_eps(self, prediction: Tensor, x_t: Tensor, abar_t: float,
+                       prediction_type: PredictionType) -> tuple[Tensor, Tensor]:
+        """The model's ``(x0, eps)`` estimates from its ``prediction`` at a level with ``abar_t``."""
+        a, s = math.sqrt(abar_t), math.sqrt(1.0 - abar_t)
+        if prediction_type == "epsilon":
+            return (x_t - s * prediction) / a, prediction
+        if prediction_type == "x0":
+            return prediction, (x_t - a * prediction) / s
+        if prediction_type == "v":  # v = a eps - s x0 (Salimans & Ho 2022)
+            return a * x_t - s * prediction, s * x_t + a * prediction
+        raise ValueError(f"unknown prediction type {prediction_type!r}; use epsilon, x0 or v")
+
+    def default_sampler(self) -> Any:
+        """The sampler used when a caller names none: a registered name, a node ``{name: ..., ...}``
+        or None (the caller must name one). Schedules that predate sampler plug-ins named it here."""
+        return None
+
+    def sampler_defaults(self, name: str) -> dict[str, Any]:
+        """Options this schedule's config sets for the sampler ``name`` unless the caller sets them
+        (schedules that predate sampler plug-ins held e.g. DDIM's eta); none by default."""
+        return {}
+
     def sample(
         self,
         model_fn: ModelFn,
@@ -178,17 +225,55 @@ class NoiseSchedule(Configurable, abc.ABC):
         *,
         prediction_type: PredictionType,
         steps: int | None = None,
-        sampler: str | None = None,
+        sampler: Any = None,
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
         progress: Callable[[int, int], None] | None = None,
+        callback: StepCallback | None = None,
     ) -> Tensor:
-        """Run the reverse process from pure noise of ``shape``; return ``x_0``.
+        """Run the reverse process from pure noise of ``shape`` with ``sampler``; return ``x_0``.
 
-        ``steps`` respaces the chain to that many time steps (``None``: all training steps);
-        ``sampler`` picks the update rule (``"ddpm"`` ancestral, ``"ddim"``, ...; ``None``: the
-        schedule's configured default). ``progress(i, n)`` is called after each step.
+        A convenience over :func:`vqvdm_core.sampling.run_sampler`: ``sampler`` is a built
+        :class:`Sampler`, a registered name or ``None`` (:meth:`default_sampler`); ``steps``
+        respaces the chain; ``progress(i, n)`` is called after each level.
         """
+        from vqvdm_core.sampling import reporting, resolve_sampler, run_sampler
+
+        return run_sampler(resolve_sampler(sampler, schedule=self), model_fn, self,
+                           prediction_type=prediction_type, shape=shape, steps=steps, generator=generator,
+                           device=device, callback=reporting(callback, progress))
+
+
+# --------------------------------------------------------------------------------------------
+# Sampler
+# --------------------------------------------------------------------------------------------
+
+
+class Sampler(Configurable, abc.ABC):
+    """An update rule of the reverse process, run over a chain of noise levels.
+
+    ``sample(denoise, x, chain)`` starts from the state ``x`` at level 0 of ``chain`` and returns
+    the state at its clean end. ``denoise(x, i) -> (x0, eps)`` gives the model's estimates at level
+    ``i`` (for epsilon, x0 and v denoisers alike); all noise comes from ``generator``; each level
+    is reported once through ``callback`` (:func:`vqvdm_core.sampling.notify`). A chain that starts
+    mid-way (SDEdit) is an ordinary chain whose first level is not the last training step.
+    """
+
+    kind: ClassVar[str] = "sampler"
+
+    @property
+    def spacing(self) -> str:
+        """How the schedule spaces this sampler's levels: the Config's ``spacing``, else ``uniform``."""
+        return str(getattr(self.config, "spacing", "uniform"))
+
+    @abc.abstractmethod
+    def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
+               generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
+        """Run the chain from ``x`` at level 0 to the clean end; return the sample."""
+
+    def evaluations(self, levels: int) -> int:
+        """Denoiser calls for a chain of ``levels`` levels (one per level unless overridden)."""
+        return levels
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +447,7 @@ INTERFACES: dict[str, type] = {
     "tokenizer": VideoTokenizer,
     "denoiser": Denoiser,
     "schedule": NoiseSchedule,
+    "sampler": Sampler,
     "conditioner": Conditioner,
     "guidance": Guidance,
     "metric": Metric,

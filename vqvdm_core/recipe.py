@@ -89,6 +89,14 @@ class ComponentSpec(Strict):
         return {"name": self.name, **fields}
 
 
+class SamplerSpec(ComponentSpec):
+    """A sampler node (``{name: dpmpp_2m, spacing: log_snr}``, or a bare name ``ddim``).
+
+    Before samplers were plug-ins these settings held a plain name; a node with every option at
+    its default hashes as that bare name, so run directories made then keep their stage hashes.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Stage settings
 # --------------------------------------------------------------------------------------------
@@ -183,7 +191,8 @@ class SampleSettings(Strict):
     fps: list[float] | None = Field(None, description="FPS values to generate; null = the data's FPS")
     per_condition: int = Field(1, ge=1, description="clips per (label, fps) pair")
     steps: int | None = Field(100, ge=1, description="sampling steps (respaced); null = all")
-    sampler: str | None = Field(None, description="schedule sampler, e.g. ddpm or ddim; null = default")
+    sampler: SamplerSpec | None = Field(
+        None, description="sampler node, e.g. dpmpp_2m or {name: ddim, eta: 0.5}; null = the schedule's default")
     guidance_scale: float | None = Field(None, description="null = the guidance component's scale")
     batch_size: int = Field(8, ge=1, description="clips generated per forward")
     formats: list[Literal["mp4", "gif"]] = Field(default_factory=lambda: ["mp4", "gif"],
@@ -199,7 +208,8 @@ class EvaluateSettings(Strict):
                              "most real clips fed")
     batch_size: int = Field(8, ge=1, description="clips generated per forward")
     steps: int | None = Field(100, ge=1, description="sampling steps (respaced); null = all")
-    sampler: str | None = Field(None, description="schedule sampler, e.g. ddpm or ddim; null = default")
+    sampler: SamplerSpec | None = Field(
+        None, description="sampler node, e.g. dpmpp_2m or {name: ddim, eta: 0.5}; null = the schedule's default")
     guidance_scales: list[float] | None = Field(
         None, description="evaluate at each of these guidance scales; null = the guidance's scale"
     )
@@ -213,6 +223,8 @@ COMPONENT_SLOTS: tuple[tuple[str, str, bool], ...] = (
     ("tokenizer", "tokenizer", False),
     ("denoiser", "denoiser", False),
     ("schedule", "schedule", False),
+    ("sample.sampler", "sampler", False),
+    ("evaluate.sampler", "sampler", False),
     ("conditioners", "conditioner", True),
     ("guidance", "guidance", False),
     ("train.tokenizer.val_metrics", "metric", True),
@@ -234,7 +246,7 @@ class Recipe(Strict):
     data: DataSettings = Field(description="training and held-out clips")
     tokenizer: ComponentSpec = Field(description="video <-> latent (the paper: vqgan3d)")
     denoiser: ComponentSpec = Field(description="the diffusion network (the paper: unet3d)")
-    schedule: ComponentSpec = Field(description="noise schedule and samplers (the paper: ddpm)")
+    schedule: ComponentSpec = Field(description="noise schedule: forward process and respacing (the paper: ddpm)")
     conditioners: list[ComponentSpec] = Field(
         default_factory=list, description="embeddings added to the time embedding (the paper: fps, class)")
     guidance: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="none"),
@@ -571,6 +583,8 @@ def _non_default(value: Any) -> Any:
     """
     if isinstance(value, ComponentSpec):
         fields = _non_default(value._config) if value._config is not None else value.options
+        if isinstance(value, SamplerSpec) and not fields:
+            return value.name  # as the plain name such a setting was before samplers were plug-ins
         return {"name": value.name, **fields}
     if isinstance(value, BaseModel):
         out = {}

@@ -30,6 +30,7 @@ GROUPS: dict[str, str] = {
     "tokenizer": "vqvdm.tokenizers",
     "denoiser": "vqvdm.denoisers",
     "schedule": "vqvdm.schedules",
+    "sampler": "vqvdm.samplers",
     "conditioner": "vqvdm.conditioners",
     "guidance": "vqvdm.guidance",
     "metric": "vqvdm.metrics",

@@ -9,6 +9,10 @@ fields one component derives from another::
         tokenizer=tok, denoiser=unet, schedule=ddpm, conditioners=[fps, label], guidance=cfg,
         clip_shape=(16, 128, 128))
     video = system.sample(4, labels=[0, 1, 2, 3], fps=[25.0] * 4, steps=100)  # (4, 3, 16, 128, 128)
+    fast = system.sample(4, labels=[0, 1, 2, 3], fps=[25.0] * 4, steps=10, sampler="dpmpp_2m")
+
+The sampler is a plug-in of its own kind (:class:`~vqvdm_core.interfaces.Sampler`): a built one, a
+registered name or a recipe node; without one, the schedule's default.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from vqvdm_core.interfaces import (
     Denoiser,
     Guidance,
     NoiseSchedule,
+    Sampler,
     Trainable,
     TrainStep,
     VideoTokenizer,
 )
 from vqvdm_core.registry import REGISTRY, Registry
+from vqvdm_core.sampling import StepCallback, reporting, resolve_sampler, run_sampler
 
 __all__ = ["LatentVideoDiffusion", "WIRED_FIELDS", "build_system"]
 
@@ -60,6 +66,8 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         guidance: Guidance | None = None,
         clip_shape: tuple[int, int, int],
         latent_scale: float = 1.0,
+        sampler: Sampler | None = None,
+        registry: Registry = REGISTRY,
     ):
         super().__init__()
         for name, obj, interface in (("tokenizer", tokenizer, VideoTokenizer), ("denoiser", denoiser, Denoiser),
@@ -71,6 +79,8 @@ class LatentVideoDiffusion(nn.Module, Trainable):
                 raise ComponentError(f"conditioners must be built Conditioners, got {type(cond).__name__}")
         if guidance is not None and not isinstance(guidance, Guidance):
             raise ComponentError(f"guidance must be a built Guidance, got {type(guidance).__name__}")
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise ComponentError(f"sampler must be a built Sampler, got {type(sampler).__name__}")
         if len(clip_shape) != 3:
             raise UserError(f"clip_shape must be (frames, height, width), got {tuple(clip_shape)}")
 
@@ -81,6 +91,10 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         self.conditioners = nn.ModuleList(conditioners)
         self.schedule = schedule
         self.guidance = guidance
+        self.sampler = sampler
+        """The default sampler of :meth:`sample` (None: the schedule's default)."""
+        self.registry = registry
+        """Where sampler names given to :meth:`sample` are looked up."""
         self.clip_shape: tuple[int, int, int] = tuple(int(s) for s in clip_shape)  # type: ignore[assignment]
         self.register_buffer("latent_scale", torch.tensor(float(latent_scale)), persistent=True)
 
@@ -193,6 +207,12 @@ class LatentVideoDiffusion(nn.Module, Trainable):
 
     # -- sampling -------------------------------------------------------------------------------
 
+    def resolve_sampler(self, sampler: Any = None) -> Sampler:
+        """A built sampler from a built one, a registered name or a node; None: this system's
+        default (:attr:`sampler`), else the schedule's."""
+        return resolve_sampler(sampler if sampler is not None else self.sampler, schedule=self.schedule,
+                               registry=self.registry)
+
     @torch.no_grad()
     def sample(
         self,
@@ -201,10 +221,13 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         labels: Sequence[int] | Tensor | None = None,
         fps: Sequence[float] | Tensor | None = None,
         steps: int | None = None,
-        sampler: str | None = None,
+        sampler: Any = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
+        callback: StepCallback | None = None,
+        x_t: Tensor | None = None,
+        start_step: int | None = None,
         decode: bool = True,
         decode_batch_size: int | None = None,
     ) -> Tensor:
@@ -212,14 +235,23 @@ class LatentVideoDiffusion(nn.Module, Trainable):
 
         ``labels``/``fps`` have one value per clip. ``labels=None`` samples the null class
         (unconditional); an FPS conditioner without ``fps`` uses its default or raises.
-        ``steps`` respaces the chain (``None``: every training step); ``sampler`` and
-        ``guidance_scale`` override the schedule's and guidance's defaults. All noise comes from
-        ``generator``. ``progress(i, n)`` is called after each denoising step. Decoding runs in
-        chunks of ``decode_batch_size`` clips (default: see :meth:`decode`).
+        ``steps`` respaces the chain (``None``: every training step); ``sampler`` is a built
+        :class:`~vqvdm_core.interfaces.Sampler`, a registered name (``"dpmpp_2m"``) or a node
+        (``{"name": "ddim", "eta": 0.5}``), default :attr:`sampler` or the schedule's;
+        ``guidance_scale`` overrides the guidance's. All noise comes from ``generator``.
+
+        SDEdit-style editing starts mid-chain: ``x_t`` is the *scaled* latent state at training time
+        step ``start_step`` (``schedule.add_noise(z0 * latent_scale, noise, t)``) and the chain runs
+        from there to 0. ``callback`` sees every level (:class:`~vqvdm_core.sampling.SamplerStep`,
+        scaled units); ``progress(i, n)`` is called after each. Decoding runs in chunks of
+        ``decode_batch_size`` clips (default: see :meth:`decode`).
         """
         if num < 1:
             raise UserError(f"the number of clips to sample must be at least 1, got {num}")
         device = self.device
+        built = self.resolve_sampler(sampler)
+        if x_t is not None and tuple(x_t.shape) != (num, *self.latent_shape):
+            raise UserError(f"x_t must have the latent shape {(num, *self.latent_shape)}, got {tuple(x_t.shape)}")
         fields, guided_given = self._sampling_fields(num, labels=labels, fps=fps, device=device)
         was_training = self.training
         self.eval()
@@ -227,15 +259,17 @@ class LatentVideoDiffusion(nn.Module, Trainable):
             cond = self.embed(fields, mode="cond")
             uncond = self.embed(fields, mode="uncond") if guided_given else None
 
-            def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
+            def model_fn(x: Tensor, t: Tensor) -> Tensor:
                 if self.guidance is None:
-                    return self.denoiser(x_t, t, cond)
-                return self.guidance.predict(self.denoiser, x_t, t, cond=cond, uncond=uncond,
+                    return self.denoiser(x, t, cond)
+                return self.guidance.predict(self.denoiser, x, t, cond=cond, uncond=uncond,
                                              scale=guidance_scale)
 
-            z = self.schedule.sample(model_fn, (num, *self.latent_shape),
-                                     prediction_type=self.denoiser.prediction_type, steps=steps,
-                                     sampler=sampler, generator=generator, device=device, progress=progress)
+            z = run_sampler(built, model_fn, self.schedule, prediction_type=self.denoiser.prediction_type,
+                            shape=(num, *self.latent_shape),
+                            x=x_t.to(device) if x_t is not None else None, steps=steps,
+                            start_step=start_step, generator=generator, device=device,
+                            callback=reporting(callback, progress))
             z = z / self.latent_scale
             if not decode:
                 return z
@@ -375,5 +409,5 @@ def build_system(recipe: Any, *, num_classes: int, clip_shape: tuple[int, int, i
     return LatentVideoDiffusion(
         tokenizer=tokenizer, denoiser=denoiser, schedule=schedule, conditioners=conditioners,
         guidance=guidance, clip_shape=clip_shape,
-        latent_scale=scale if isinstance(scale, (int, float)) else 1.0,
+        latent_scale=scale if isinstance(scale, (int, float)) else 1.0, registry=registry,
     )

@@ -199,3 +199,21 @@ def test_the_installed_plugin_config_takes_part_in_recipe_validation(plugin_site
     recipe = load_recipe(yaml.safe_load(RECIPE), registry=registry)
     assert recipe.evaluate.metrics[1].config.order == 2
     assert registry.entry("metric", "temporal_flicker").distribution == "vqvdm-example-plugin"
+
+
+def test_a_third_party_sampler_is_listed_and_validated_in_recipes(plugin_site, tmp_path):
+    proc = cli(plugin_site, "list-components", "--kind", "sampler", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["heun"]["distribution"] == "vqvdm-example-plugin" and rows["heun"]["kind"] == "sampler"
+    assert rows["heun"]["status"] == "available" and {"ddpm", "ddim", "dpmpp_2m"} <= set(rows)
+    good = tmp_path / "heun.yaml"
+    good.write_text(RECIPE + "sample: {sampler: {name: heun, spacing: log_snr}}\n")
+    proc = cli(plugin_site, "validate", str(good))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sampler=heun" in proc.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RECIPE + "sample: {sampler: {name: heun, spacing: logsnr}}\n")
+    proc = cli(plugin_site, "validate", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert "sample.sampler.spacing" in proc.stdout + proc.stderr

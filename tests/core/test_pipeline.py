@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from standins import tiny_recipe
 
-from vqvdm_core import load_recipe
+from vqvdm_core import create, load_recipe
 from vqvdm_core.pipeline import run_recipe
 from vqvdm_core.pipeline.run_dir import StageMismatchError
 
@@ -151,6 +151,45 @@ def test_evaluate_command_scores_a_run_and_a_samples_file(run_copy):
     scored = json.loads((run_copy / "sample" / "samples.metrics.json").read_text())
     assert scored["results"][0]["num_samples"] == 2
     assert "mean_brightness" in scored["results"][0]["values"]
+
+
+def test_sample_and_evaluate_take_any_registered_sampler_and_record_it(run_copy, tmp_path):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+    from vqvdm_core.pipeline.samples_file import load_samples
+
+    clips = {}
+    for name in ("ddim", "dpmpp_2m"):
+        out = tmp_path / f"{name}.mp4"
+        result = CliRunner().invoke(app, ["sample", str(run_copy), "--label", "1", "--fps", "8", "--steps", "3",
+                                          "--sampler", name, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        clips[name] = load_samples(out.with_suffix(".safetensors"))[0]
+    assert not torch.equal(clips["ddim"], clips["dpmpp_2m"])  # the sampler was used
+
+    result = CliRunner().invoke(app, ["evaluate", str(run_copy), "--metrics", "mean_brightness", "--num-samples",
+                                      "2", "--guidance", "1", "--steps", "4", "--sampler", "dpmpp_2m",
+                                      "--set", "evaluate.sampler.spacing=log_snr"])
+    assert result.exit_code == 0, result.output
+    [res] = json.loads((run_copy / "evaluate" / "metrics.json").read_text())["results"]
+    assert res["sampler"] == "dpmpp_2m(spacing=log_snr)" and res["steps"] == 4
+    assert res["denoiser_calls"] == len(create("schedule", "ddpm", num_train_steps=50).chain(4, spacing="log_snr"))
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate"])
+def test_an_unknown_sampler_is_refused_before_any_work_with_the_names(command, tmp_path):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+
+    result = CliRunner().invoke(app, [command, str(tmp_path / "no-such-run"), "--sampler", "dpmpp2m"])
+    text = " ".join(result.output.replace("│", " ").split())  # the usage-error panel wraps lines
+    assert result.exit_code == 2 and "Traceback" not in text
+    assert "unknown sampler 'dpmpp2m'. Did you mean 'dpmpp_2m'?" in text
+    assert "Available samplers: ddim, ddpm, dpmpp_2m" in text and "no-such-run" not in text
+    helped = CliRunner().invoke(app, [command, "--help"])
+    assert "ddim, ddpm, dpmpp_2m" in " ".join(helped.output.replace("│", " ").split())
 
 
 def test_evaluate_warns_when_generated_latents_are_off_the_training_scale(run_copy):

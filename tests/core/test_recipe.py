@@ -369,3 +369,45 @@ def test_component_spec_accepts_flat_and_bare_forms():
     with pytest.raises(RuntimeError, match="has not been resolved"):
         spec.config
     assert isinstance(Recipe.model_fields["guidance"].get_default(call_default_factory=True), ComponentSpec)
+
+
+# -- sampler nodes ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def with_ddim(registry) -> Registry:
+    from vqvdm_plugins.samplers.ddim import DDIMSampler
+
+    registry.register("sampler", "ddim", DDIMSampler)
+    return registry
+
+
+def test_sampler_settings_are_component_nodes_and_a_plain_name_still_works(tmp_path, with_ddim):
+    text = RECIPE_YAML + "sample: {sampler: ddim}\n"
+    text = text.replace("  metrics: [mean_abs]\n", "  metrics: [mean_abs]\n  sampler: {name: ddim, eta: 0.5}\n")
+    recipe = load_recipe(write(tmp_path, text), registry=with_ddim)
+    assert recipe.sample.sampler.name == "ddim" and recipe.sample.sampler.config.eta == 0.0
+    assert recipe.evaluate.sampler.config.eta == 0.5
+    assert recipe.dump()["evaluate"]["sampler"] == {"name": "ddim", "eta": 0.5, "spacing": "uniform"}
+    assert load_recipe(minimal(), registry=with_ddim).sample.sampler is None  # null: the schedule's default
+
+
+def test_sampler_node_problems_are_reported_at_load_time_with_paths(tmp_path, with_ddim):
+    text = RECIPE_YAML + "sample: {sampler: dimm}\n"
+    text = text.replace("  metrics: [mean_abs]\n", "  metrics: [mean_abs]\n  sampler: {name: ddim, eta: -1, etta: 2}\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text), registry=with_ddim)
+    problems = problems_of(info)
+    assert "unknown sampler 'dimm'. Did you mean 'ddim'?" in problems["sample.sampler.name"]
+    assert "greater than or equal to 0" in problems["evaluate.sampler.eta"]
+    assert "unknown field 'etta'; did you mean 'eta'?" in problems["evaluate.sampler.etta"]
+
+
+def test_a_sampler_node_at_its_defaults_hashes_as_the_plain_name_it_replaced(with_ddim):
+    def sample_hash(node) -> str:
+        return load_recipe({**minimal(), "sample": {"sampler": node}}, registry=with_ddim).hash("sample")
+
+    plain = sample_hash("ddim")
+    assert sample_hash({"name": "ddim"}) == plain == sample_hash({"name": "ddim", "eta": 0.0})
+    assert sample_hash({"name": "ddim", "eta": 0.5}) != plain
+    assert sample_hash(None) != plain

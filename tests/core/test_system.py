@@ -290,6 +290,42 @@ def test_sampling_divides_by_the_latent_scale():
     torch.testing.assert_close(z * 4.0, raw)
 
 
+def test_sampling_can_start_mid_chain_from_a_given_state_and_reports_every_level():
+    system = make_system(latent_scale=2.0)
+    randomize(system.denoiser)
+    z0 = torch.randn(2, *system.latent_shape, generator=torch.Generator().manual_seed(3))
+    x_t = system.schedule.add_noise(z0 * 2.0, torch.randn_like(z0), torch.full((2,), 300))
+    seen = []
+    system.sample(2, labels=[0, 1], fps=[8.0, 8.0], steps=10, sampler="ddim", x_t=x_t, start_step=300,
+                  callback=lambda step: seen.append((step.index, step.timestep, tuple(step.x0.shape))))
+    assert [t for _, t, _ in seen] == [300, 222, 111, 0]
+    assert [i for i, _, _ in seen] == [0, 1, 2, 3] and {shape for *_, shape in seen} == {(2, 3, 4, 4, 4)}
+    # From (almost) clean: one level at t = 0, whose x0 estimate is the state itself up to sigma_0.
+    clean = system.schedule.add_noise(z0 * 2.0, torch.zeros_like(z0), torch.zeros(2, dtype=torch.long))
+    out = system.sample(2, labels=[0, 1], fps=[8.0, 8.0], steps=10, x_t=clean, start_step=0, decode=False)
+    torch.testing.assert_close(out, z0, rtol=0, atol=0.05)
+    with pytest.raises(UserError, match="latent shape"):
+        system.sample(3, labels=[0, 1, 2], fps=[8.0] * 3, x_t=x_t, start_step=300)
+
+
+def test_the_system_takes_a_sampler_by_name_node_or_object_and_keeps_a_default():
+    system = make_system()
+    randomize(system.denoiser)
+
+    def run(**kw):
+        return system.sample(2, labels=[0, 1], fps=[8.0, 8.0], steps=4, decode=False,
+                             generator=torch.Generator().manual_seed(0), **kw)
+
+    by_name = run(sampler="ddim")
+    assert torch.equal(by_name, run(sampler={"name": "ddim", "eta": 0.0}))
+    assert torch.equal(by_name, run(sampler=create("sampler", "ddim")))
+    assert not torch.equal(by_name, run(sampler="dpmpp_2m"))
+    system.sampler = create("sampler", "ddim")
+    assert torch.equal(by_name, run())  # the system's default sampler
+    with pytest.raises(UserError, match="Did you mean 'ddim'"):
+        run(sampler="dimm")
+
+
 def test_guided_sampling_runs_one_batched_forward_per_step():
     system = make_system()
     sizes: list[int] = []

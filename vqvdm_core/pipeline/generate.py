@@ -43,18 +43,20 @@ class LatentMoments:
 
 
 def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int | None,
-             sampler: str | None, guidance_scale: float | None, seed: int, device: torch.device,
+             sampler: Any, guidance_scale: float | None, seed: int, device: torch.device,
              precision: str, console: Console, description: str = "sampling",
              latent_moments: LatentMoments | None = None,
              ) -> Iterator[tuple[Conditions, torch.Tensor]]:
     """Yield ``(conditions of the batch, video (B, 3, T, H, W) on the CPU)`` batch by batch.
 
+    ``sampler`` is a built sampler, a registered name, a recipe node or None (the system's default).
     Noise comes from one generator seeded with ``seed``, so the same call gives the same clips.
     ``latent_moments``, if given, sees every generated latent before it is decoded.
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     n = len(conditions)
-    steps_per_batch = steps or system.schedule.num_train_steps
+    sampler = system.resolve_sampler(sampler)
+    steps_per_batch = len(system.schedule.chain(steps, spacing=sampler.spacing))
     batches = (n + batch_size - 1) // batch_size
     with progress(console, batches * steps_per_batch, description) as advance, torch.no_grad():
         for start in range(0, n, batch_size):

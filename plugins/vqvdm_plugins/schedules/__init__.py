@@ -1,4 +1,4 @@
-"""Noise schedules: standard DDPM (``ddpm``) with respaced ancestral and DDIM samplers."""
+"""Noise schedules: standard DDPM (``ddpm``), the forward process and its respaced chains."""
 
 from vqvdm_plugins.schedules.ddpm import DDPMSchedule
 

@@ -1,28 +1,27 @@
-"""The standard DDPM noise schedule (Ho et al. 2020) with respaced ancestral and DDIM sampling.
+"""The standard DDPM noise schedule (Ho et al. 2020): the forward process and respaced chains.
 
-Training uses all ``num_train_steps`` (1000) time steps. Sampling runs over any subset: ``steps=100``
-keeps 100 evenly spaced steps (the paper times 100-step sampling) and recomputes each step's beta
-from ``abar`` at the kept steps, as improved DDPM does (Nichol & Dhariwal 2021), so the same trained
-model serves every step count. ``sampler="ddim"`` (Song et al. 2021) uses the same tables.
+Training uses all ``num_train_steps`` (1000) time steps. Sampling runs over any subset:
+:meth:`~vqvdm_core.interfaces.NoiseSchedule.chain` with ``steps=100`` keeps 100 evenly spaced steps
+(the paper times 100-step sampling); a sampler recomputes each step from ``abar`` at the kept steps,
+as improved DDPM does (Nichol & Dhariwal 2021), so the same trained model serves every step count.
+The update rules are sampler plug-ins (``ddpm``, ``ddim``, ``dpmpp_2m``, ...).
 
 Every table is computed in float64 and cast to the input's dtype (float32 for half precision) when
-applied; sampler coefficients are computed from float64 Python floats.
+applied.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
 from vqvdm_core.config import ComponentConfig
-from vqvdm_core.errors import ComponentError, UserError
-from vqvdm_core.interfaces import ModelFn, NoiseSchedule, PredictionType
-from vqvdm_plugins.schedules.samplers import SAMPLERS, gaussian_like
+from vqvdm_core.interfaces import NoiseSchedule, PredictionType
+from vqvdm_core.sampling import uniform_timesteps
 
 __all__ = ["DDPMSchedule", "make_betas", "respaced_timesteps"]
 
@@ -54,18 +53,11 @@ def respaced_timesteps(num_train_steps: int, steps: int | None) -> Tensor:
     ``steps`` evenly spaced indices from 0 to ``num_train_steps - 1`` inclusive, rounded (improved
     DDPM's ``space_timesteps``); ``None`` keeps all, 1 keeps the last.
     """
-    if steps is None or steps == num_train_steps:
-        return torch.arange(num_train_steps)
-    if not 1 <= steps <= num_train_steps:
-        raise UserError(f"sampling steps must be between 1 and {num_train_steps}, got {steps}")
-    if steps == 1:
-        return torch.tensor([num_train_steps - 1])
-    stride = (num_train_steps - 1) / (steps - 1)
-    return torch.tensor(sorted({round(i * stride) for i in range(steps)}))
+    return torch.tensor(uniform_timesteps(num_train_steps, steps))
 
 
 class DDPMSchedule(NoiseSchedule):
-    """DDPM forward process (1000 steps, linear betas) with respaced ancestral and DDIM samplers."""
+    """DDPM forward process (1000 steps; linear, cosine or scaled-linear betas) and its respaced chains."""
 
     class Config(ComponentConfig):
         num_train_steps: int = Field(1000, ge=2, description="discrete training time steps")
@@ -73,12 +65,14 @@ class DDPMSchedule(NoiseSchedule):
             "linear", description="how betas grow over time (the paper: standard DDPM, linear)")
         beta_start: float = Field(1e-4, gt=0.0, lt=1.0, description="first beta (linear, scaled_linear)")
         beta_end: float = Field(0.02, gt=0.0, lt=1.0, description="last beta (linear, scaled_linear)")
+        # Recipes written before samplers became plug-ins chose the sampler here; these three fields
+        # name the sampler used when sample.sampler / evaluate.sampler are null.
         sampler: Literal["ddpm", "ddim"] = Field(
-            "ddpm", description="default update rule: ancestral DDPM or DDIM")
-        ddim_eta: float = Field(0.0, ge=0.0, description="DDIM noise: 0 = deterministic, 1 = DDPM-like")
+            "ddpm", description="sampler used when the recipe's sample/evaluate sampler is null (older "
+            "recipes; prefer sample.sampler and evaluate.sampler, which take any sampler plug-in)")
+        ddim_eta: float = Field(0.0, ge=0.0, description="eta of that sampler when it is ddim (older recipes)")
         variance: Literal["posterior", "beta"] = Field(
-            "posterior", description="ancestral step variance: the true posterior's (fixed small) or beta "
-            "(fixed large)")
+            "posterior", description="variance of that sampler when it is ddpm (older recipes)")
         clip_x0: float | None = Field(
             None, gt=0.0, description="clamp the predicted x0 to [-clip_x0, clip_x0] while sampling; "
             "unset for latents, whose range is not bounded")
@@ -96,8 +90,7 @@ class DDPMSchedule(NoiseSchedule):
         abar = torch.cumprod(1.0 - betas, dim=0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         self.betas = betas
-        self.alphas_cumprod = abar
-        """``abar_t = prod_{s<=t} (1 - beta_s)``, float64, ``(num_train_steps,)``."""
+        self._alphas_cumprod = abar
         self.alphas_cumprod_prev = abar_prev
         # Tables used per example (float64; cast when applied).
         self._tables: dict[str, Tensor] = {
@@ -115,6 +108,11 @@ class DDPMSchedule(NoiseSchedule):
     @property
     def num_train_steps(self) -> int:
         return self.config.num_train_steps
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """``abar_t = prod_{s<=t} (1 - beta_s)``, float64, ``(num_train_steps,)``."""
+        return self._alphas_cumprod
 
     def sample_timesteps(self, batch_size: int, *, device: torch.device | str,
                          generator: torch.Generator | None = None) -> Tensor:
@@ -149,7 +147,7 @@ class DDPMSchedule(NoiseSchedule):
         mean = self._at("posterior_coef_x0", t, x0) * x0 + self._at("posterior_coef_xt", t, x0) * x_t
         return mean.to(x0.dtype), self._at("posterior_variance", t, x0)
 
-    # -- reverse process -----------------------------------------------------------------------
+    # -- respacing -------------------------------------------------------------------------------
 
     def timesteps(self, steps: int | None = None) -> Tensor:
         """The training time steps a ``steps``-step sampler visits, ascending (``None``: all)."""
@@ -167,54 +165,25 @@ class DDPMSchedule(NoiseSchedule):
 
     def predict_x0_eps(self, prediction: Tensor, x_t: Tensor, abar_t: float,
                        prediction_type: PredictionType) -> tuple[Tensor, Tensor]:
-        """The model's ``(x0, eps)`` estimates from its ``prediction`` at a step with ``abar_t``."""
-        a, s = math.sqrt(abar_t), math.sqrt(1.0 - abar_t)
-        if prediction_type == "epsilon":
-            eps = prediction
-            x0 = (x_t - s * eps) / a
-        elif prediction_type == "x0":
-            x0 = prediction
-            eps = (x_t - a * x0) / s
-        elif prediction_type == "v":
-            x0 = a * x_t - s * prediction
-            eps = s * x_t + a * prediction
-        else:
-            raise ValueError(f"unknown prediction type {prediction_type!r}; use epsilon, x0 or v")
+        """The model's ``(x0, eps)`` estimates; with ``clip_x0``, x0 is clamped and eps recomputed."""
+        x0, eps = super().predict_x0_eps(prediction, x_t, abar_t, prediction_type)
         if self.config.clip_x0 is not None:
             x0 = x0.clamp(-self.config.clip_x0, self.config.clip_x0)
-            eps = (x_t - a * x0) / s
+            eps = (x_t - math.sqrt(abar_t) * x0) / math.sqrt(1.0 - abar_t)
         return x0, eps
 
-    def sample(
-        self,
-        model_fn: ModelFn,
-        shape: tuple[int, ...],
-        *,
-        prediction_type: PredictionType,
-        steps: int | None = None,
-        sampler: str | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str = "cpu",
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Tensor:
-        name = sampler or self.config.sampler
-        if name not in SAMPLERS:
-            raise ComponentError(f"ddpm schedule: unknown sampler '{name}'; available: {', '.join(SAMPLERS)}")
-        step_fn = SAMPLERS[name]
-        kept = self.timesteps(steps).tolist()
-        abar = self.alphas_cumprod[kept].tolist()  # Python floats: float64 coefficients
-        x = gaussian_like(torch.empty(shape, device=device), generator)
-        n = len(kept)
-        for done, i in enumerate(reversed(range(n)), start=1):
-            abar_t, abar_prev = abar[i], (abar[i - 1] if i > 0 else 1.0)
-            t = torch.full((shape[0],), kept[i], device=device, dtype=torch.long)
-            prediction = model_fn(x, t).to(x.dtype)
-            x0, eps = self.predict_x0_eps(prediction, x, abar_t, prediction_type)
-            x = step_fn(x, x0, eps, abar_t=abar_t, abar_prev=abar_prev, generator=generator,
-                        variance=self.config.variance, eta=self.config.ddim_eta)
-            if progress is not None:
-                progress(done, n)
-        return x
+    def default_sampler(self) -> str:
+        """The sampler this schedule's (older) ``sampler`` field names."""
+        return self.config.sampler
+
+    def sampler_defaults(self, name: str) -> dict[str, Any]:
+        """The older ``ddim_eta`` / ``variance`` fields, for ``ddim`` / ``ddpm`` when set away from
+        their defaults (so that every other option of those samplers stays at the sampler's own)."""
+        if name == "ddim" and self.config.ddim_eta != 0.0:
+            return {"eta": self.config.ddim_eta}
+        if name == "ddpm" and self.config.variance != "posterior":
+            return {"variance": self.config.variance}
+        return {}
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -18,13 +18,14 @@ from vqvdm_core.interfaces import (
     Denoiser,
     Guidance,
     Metric,
-    ModelFn,
     NoiseSchedule,
     PredictionType,
+    Sampler,
     TrainStep,
     VideoDataset,
     VideoTokenizer,
 )
+from vqvdm_core.sampling import notify
 
 
 class TinyClips(VideoDataset):
@@ -127,7 +128,8 @@ class TinyDenoiser(Denoiser):
 
 
 class TinySchedule(NoiseSchedule):
-    """Linear-beta DDPM forward process with a deterministic (DDIM, eta 0) sampler."""
+    """Linear-beta DDPM forward process over a few steps (the chains and x0/eps estimates are the
+    interface's defaults)."""
 
     class Config(ComponentConfig):
         num_train_steps: int = Field(10, ge=2)
@@ -141,6 +143,10 @@ class TinySchedule(NoiseSchedule):
     @property
     def num_train_steps(self) -> int:
         return self.config.num_train_steps
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return self.abar
 
     def sample_timesteps(self, batch_size: int, *, device: torch.device | str,
                          generator: torch.Generator | None = None) -> Tensor:
@@ -163,24 +169,22 @@ class TinySchedule(NoiseSchedule):
         a = self._abar(t, x0)
         return a.sqrt() * noise - (1 - a).sqrt() * x0
 
-    def sample(self, model_fn: ModelFn, shape: tuple[int, ...], *, prediction_type: PredictionType,
-               steps: int | None = None, sampler: str | None = None,
-               generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-               progress: Callable[[int, int], None] | None = None) -> Tensor:
-        if prediction_type != "epsilon":
-            raise ComponentError("TinySchedule samples epsilon-predicting denoisers only")
-        n = steps or self.num_train_steps
-        kept = torch.linspace(self.num_train_steps - 1, 0, n).round().long().unique_consecutive()
-        x = torch.randn(shape, generator=generator).to(device)
-        for i, step in enumerate(kept):
-            t = torch.full((shape[0],), int(step), dtype=torch.long, device=x.device)
-            a = self._abar(t, x)
-            eps = model_fn(x, t)
-            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
-            a_prev = self._abar(kept[i + 1].expand(shape[0]), x) if i + 1 < len(kept) else torch.ones_like(a)
-            x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-            if progress is not None:
-                progress(i + 1, len(kept))
+
+class TinyEuler(Sampler):
+    """Deterministic first-order steps: x_next = alpha_next x0 + sigma_next eps (DDIM, eta 0)."""
+
+    class Config(ComponentConfig):
+        pass
+
+    def __init__(self, config: "TinyEuler.Config | None" = None, **overrides: Any):
+        self.config = self.resolve_config(config, overrides)
+
+    def sample(self, denoise: Any, x: Tensor, chain: Any, *, generator: Any = None,
+               callback: Any = None) -> Tensor:
+        for i in range(len(chain)):
+            x0, eps = denoise(x, i)
+            notify(callback, chain, i, x, x0)
+            x = chain.alpha(i + 1) * x0 + chain.sigma(i + 1) * eps
         return x
 
 
@@ -272,6 +276,7 @@ ALL: dict[tuple[str, str], type] = {
     ("tokenizer", "tiny_tokenizer"): TinyTokenizer,
     ("denoiser", "tiny_denoiser"): TinyDenoiser,
     ("schedule", "tiny_schedule"): TinySchedule,
+    ("sampler", "tiny_euler"): TinyEuler,
     ("conditioner", "tiny_label"): TinyLabel,
     ("guidance", "none"): TinyGuidance,
     ("guidance", "tiny_cfg"): TinyGuidance,

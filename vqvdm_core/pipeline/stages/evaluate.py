@@ -25,42 +25,53 @@ from vqvdm_core.pipeline.context import RunContext, write_json
 from vqvdm_core.pipeline.generate import LatentMoments, generate
 from vqvdm_core.pipeline.samples_file import load_samples
 from vqvdm_core.progress import progress
+from vqvdm_core.sampling import sampler_label
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # video (B, 3, T, H, W), labels (B,), fps (B,)
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     e = ctx.recipe.evaluate
-    metrics = _build_metrics(ctx)
+    metrics = build_metrics(ctx)
     system = ctx.system(trained=True)
-    meta = ctx.latents_meta()
-    conditions = cycle(meta, e.num_samples, fps=ctx.recipe.sample.fps)
-    results = []
-    for scale in e.guidance_scales or [system.guidance.scale]:
-        start = time.perf_counter()
-        moments = LatentMoments()
-        batches = ((video, torch.tensor(part.labels), torch.tensor(part.fps)) for part, video in generate(
-            system, conditions, batch_size=e.batch_size, steps=e.steps, sampler=e.sampler,
-            guidance_scale=scale, seed=ctx.recipe.seed + 1, device=ctx.device, precision=e.precision,
-            console=ctx.console, description=f"evaluate w={scale:g}", latent_moments=moments))
-        values = _score(ctx, metrics, batches)
-        result = {"guidance_scale": scale, "num_samples": len(conditions), "steps": e.steps,
-                  "sampler": e.sampler or "default", "seconds": round(time.perf_counter() - start, 2),
-                  "values": values}
-        if meta.get("latent_std"):
-            ratio = moments.std / float(meta["latent_std"])
-            result["latent_std_ratio"] = float(f"{ratio:.4g}")
-            if not 0.5 <= ratio <= 2.0:
-                ctx.say(f"warning: w={scale:g}: the generated latents' std is {ratio:.2f}x the training "
-                        "latents'; the samples are off the data's scale (for an epsilon model, try "
-                        "schedule.clip_x0 or denoiser.prediction_type: v)")
-        results.append(result)
+    conditions = cycle(ctx.latents_meta(), e.num_samples, fps=ctx.recipe.sample.fps)
+    results = [generate_and_score(ctx, system, metrics, conditions, guidance_scale=scale, sampler=e.sampler,
+                                  steps=e.steps)
+               for scale in e.guidance_scales or [system.guidance.scale]]
     return _write_report(ctx, metrics, results, ctx.run.stage_dir("evaluate") / "metrics.json")
+
+
+def generate_and_score(ctx: RunContext, system: Any, metrics: dict[str, Metric], conditions: Any, *,
+                       guidance_scale: float, sampler: Any, steps: int | None) -> dict[str, Any]:
+    """Generate a clip for each of ``conditions`` with ``sampler`` at ``guidance_scale`` (noise
+    seeded with the recipe's seed + 1, as the evaluate stage) and score them: one result record."""
+    e = ctx.recipe.evaluate
+    meta = ctx.latents_meta()
+    built = system.resolve_sampler(sampler)
+    start = time.perf_counter()
+    moments = LatentMoments()
+    batches = ((video, torch.tensor(part.labels), torch.tensor(part.fps)) for part, video in generate(
+        system, conditions, batch_size=e.batch_size, steps=steps, sampler=built,
+        guidance_scale=guidance_scale, seed=ctx.recipe.seed + 1, device=ctx.device, precision=e.precision,
+        console=ctx.console, description=f"evaluate w={guidance_scale:g}", latent_moments=moments))
+    values = _score(ctx, metrics, batches)
+    result = {"guidance_scale": guidance_scale, "num_samples": len(conditions), "steps": steps,
+              "sampler": sampler_label(sampler, schedule=system.schedule),
+              "denoiser_calls": built.evaluations(len(system.schedule.chain(steps, spacing=built.spacing))),
+              "seconds": round(time.perf_counter() - start, 2), "values": values}
+    if meta.get("latent_std"):
+        ratio = moments.std / float(meta["latent_std"])
+        result["latent_std_ratio"] = float(f"{ratio:.4g}")
+        if not 0.5 <= ratio <= 2.0:
+            ctx.say(f"warning: w={guidance_scale:g}: the generated latents' std is {ratio:.2f}x the training "
+                    "latents'; the samples are off the data's scale (for an epsilon model, try "
+                    "schedule.clip_x0 or denoiser.prediction_type: v)")
+    return result
 
 
 def score_samples(ctx: RunContext, path: Path, out: Path) -> dict[str, Any]:
     """Score the clips of a samples file with the recipe's ``evaluate.metrics``; write ``out``."""
-    metrics = _build_metrics(ctx)
+    metrics = build_metrics(ctx)
     video, labels, fps = load_samples(path)
     bs = ctx.recipe.evaluate.batch_size
     batches = ((video[i:i + bs], labels[i:i + bs], fps[i:i + bs]) for i in range(0, len(video), bs))
@@ -71,7 +82,8 @@ def score_samples(ctx: RunContext, path: Path, out: Path) -> dict[str, Any]:
     return _write_report(ctx, metrics, results, out)
 
 
-def _build_metrics(ctx: RunContext) -> dict[str, Metric]:
+def build_metrics(ctx: RunContext) -> dict[str, Metric]:
+    """The recipe's ``evaluate.metrics``, on the run's device, told which real set they score against."""
     e = ctx.recipe.evaluate
     if not e.metrics:
         raise UserError("evaluate.metrics is empty: name at least one metric in the recipe")
