@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -71,6 +72,22 @@ def _check_sampler(name: str | None) -> str | None:
         except UserError as exc:
             raise typer.BadParameter(str(exc)) from None
     return name
+
+
+def _finite(value: Any) -> Any:
+    """Refuse ``nan`` and ``inf`` in a float option (one value or a list) before any work."""
+    for v in value if isinstance(value, list) else [value]:
+        if v is not None and not math.isfinite(v):
+            raise typer.BadParameter(f"{v} is not a finite number")
+    return value
+
+
+def _fps_values(value: list[float]) -> list[float]:
+    """FPS values must be positive and finite (the FPS conditioner embeds them; speed follows 1/FPS)."""
+    for v in value:
+        if not (math.isfinite(v) and v > 0):
+            raise typer.BadParameter(f"FPS values must be positive finite numbers, got {v}")
+    return value
 
 
 def _version(value: bool) -> None:
@@ -215,9 +232,12 @@ def sample(
                                        help="A run directory, or a file inside one."),
     num: int = typer.Option(1, "--num", "-n", min=1, help="Clips per (label, fps) pair."),
     label: list[int] = typer.Option([], "--label", "-l", help="Class index (repeatable; default all)."),
-    fps: list[float] = typer.Option([], "--fps", help="FPS value (repeatable; default the data's)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help="Guidance scale w."),
-    steps: Optional[int] = typer.Option(100, "--steps", min=1, help="Sampling steps (respaced)."),
+    fps: list[float] = typer.Option([], "--fps", help="FPS value (repeatable; default the data's).",
+                                    callback=_fps_values),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help="Guidance scale w.",
+                                             callback=_finite),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1,
+                                        help="Sampling steps (respaced; default: the recipe's sample.steps)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=_sampler_help(),
                                           callback=_check_sampler),
     seed: int = typer.Option(0, "--seed"),
@@ -242,7 +262,7 @@ def sample(
     system = ctx.system(trained=True)
     built = system.resolve_sampler(sampler if sampler is not None else ctx.recipe.sample.sampler)
     video = torch.cat([v for _, v in generate(
-        system, conditions, batch_size=batch_size, steps=steps, sampler=built,
+        system, conditions, batch_size=batch_size, steps=steps or ctx.recipe.sample.steps, sampler=built,
         guidance_scale=guidance, seed=seed, device=ctx.device, precision=precision, console=out)])
     nrow = max(1, len(set(conditions.fps)) * num)
     targets = {out_path, out_path.with_suffix(".gif" if out_path.suffix == ".mp4" else ".mp4")}
@@ -262,7 +282,8 @@ def evaluate(
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated metric names (default: the recipe's)."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", min=1),
-    guidance: list[float] = typer.Option([], "--guidance", "-w", help="Guidance scale (repeatable)."),
+    guidance: list[float] = typer.Option([], "--guidance", "-w", help="Guidance scale (repeatable).",
+                                         callback=_finite),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps (respaced)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=_sampler_help(),
                                           callback=_check_sampler),

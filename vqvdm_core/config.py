@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class ComponentConfig(BaseModel):
-    """Hyper-parameters of one component. Unknown fields are an error, never silently ignored."""
+    """Hyper-parameters of one component. Unknown fields are an error, never silently ignored, and
+    so are non-finite numbers (``nan``, ``inf``): no hyper-parameter means them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True, allow_inf_nan=False)
 
 
 class Configurable:

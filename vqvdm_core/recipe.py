@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
 from vqvdm_core.errors import ComponentError, RecipeError
@@ -31,7 +31,9 @@ Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A recipe section: unknown fields and non-finite numbers (``nan``, ``inf``) are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ class SampleSettings(Strict):
     labels: list[int] | Literal["all"] | None = Field(
         "all", description="class indices to generate; 'all' = every class; null = unconditional"
     )
-    fps: list[float] | None = Field(None, description="FPS values to generate; null = the data's FPS")
+    fps: list[PositiveFloat] | None = Field(None, description="FPS values to generate; null = the data's FPS")
     per_condition: int = Field(1, ge=1, description="clips per (label, fps) pair")
     steps: int | None = Field(100, ge=1, description="sampling steps (respaced); null = all")
     sampler: SamplerSpec | None = Field(

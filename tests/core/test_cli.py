@@ -138,3 +138,35 @@ def test_bad_override_text_is_reported(tmp_path, standins, bad):
     result = runner.invoke(app, ["validate", str(path), "--set", bad])
     assert result.exit_code == 2
     assert "--set" in result.output
+
+
+@pytest.mark.parametrize("command, args, fragment", [
+    ("sample", ["--guidance", "nan"], "nan is not a finite number"),
+    ("sample", ["--guidance", "inf"], "inf is not a finite number"),
+    ("sample", ["--fps", "-8"], "FPS values must be positive finite numbers, got -8.0"),
+    ("sample", ["--fps", "inf"], "FPS values must be positive finite numbers, got inf"),
+    ("evaluate", ["--guidance", "3", "--guidance", "nan"], "nan is not a finite number"),
+])
+def test_non_finite_or_out_of_range_numbers_are_refused_before_the_run_is_opened(tmp_path, command, args,
+                                                                                  fragment):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("not: read\n")
+    result = runner.invoke(app, [command, str(run), *args])
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and fragment in text and "Traceback" not in text
+    assert sorted(p.name for p in run.iterdir()) == ["recipe.yaml"]  # nothing written
+
+
+def test_non_finite_numbers_in_a_recipe_are_errors_with_their_paths(tmp_path, standins):
+    data = tiny_recipe()
+    data["sample"]["fps"] = [8.0, -4.0]
+    data["evaluate"]["guidance_scales"] = [float("inf")]
+    data["guidance"] = {"name": "cfg", "scale": float("nan")}
+    path = write_recipe(tmp_path / "r.yaml", data)  # YAML's .inf and .nan
+    result = runner.invoke(app, ["validate", str(path)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "sample.fps.1: Input should be greater than 0" in output
+    assert "evaluate.guidance_scales.0: Input should be a finite number" in output
+    assert "guidance.scale: Input should be a finite number" in output
