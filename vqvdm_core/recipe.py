@@ -335,10 +335,16 @@ def load_recipe(
         label = str(path)
         if not path.is_file():
             raise RecipeError([("", f"recipe file not found: {path}")], source=None)
-        text = path.read_text()
         try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipeError([("", f"not a text file: byte {exc.start} is not UTF-8 (a recipe is a YAML "
+                                    "text file)")], source=label) from None
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            _check_expanded_size(root, label)  # before anything walks the aliases
             raw = yaml.safe_load(text)
-            lines = _line_map(text)
+            lines = _line_map(root)
         except yaml.YAMLError as exc:
             raise RecipeError([("", f"not valid YAML: {exc}")], source=label) from exc
         if not isinstance(raw, dict):
@@ -552,8 +558,45 @@ def _nearest_line(path: str, lines: dict[str, int]) -> int | None:
     return None
 
 
-def _line_map(text: str) -> dict[str, int]:
-    """Dotted recipe path -> 1-based line of its key in the YAML text."""
+MAX_RECIPE_VALUES = 100_000
+"""The most values a recipe may expand to through YAML aliases (a real recipe has a few hundred)."""
+
+
+def _check_expanded_size(root: yaml.Node | None, label: str | None) -> None:
+    """Refuse a YAML document whose aliases expand it past :data:`MAX_RECIPE_VALUES` values (a
+    "billion laughs" file) or into a cycle, in time linear in the document: shared nodes are sized
+    once."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise RecipeError([("", "a YAML alias refers to a node that contains it (a recursive recipe)")],
+                              source=label)
+        active.add(key)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        active.discard(key)
+        sizes[key] = min(total, MAX_RECIPE_VALUES + 1)
+        if total > MAX_RECIPE_VALUES:
+            raise RecipeError([("", f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values through YAML "
+                                    "aliases (anchors & and references *); a recipe has a few hundred")],
+                              source=label)
+        return sizes[key]
+
+    if root is not None:
+        size(root)
+
+
+def _line_map(root: yaml.Node | None) -> dict[str, int]:
+    """Dotted recipe path -> 1-based line of its key in the composed YAML document."""
     out: dict[str, int] = {}
 
     def walk(node: yaml.Node, prefix: list[str]) -> None:
@@ -568,7 +611,6 @@ def _line_map(text: str) -> dict[str, int]:
                 out[".".join(path)] = value.start_mark.line + 1
                 walk(value, path)
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, [])
     return out

@@ -75,8 +75,12 @@ def test_changed_recipe_is_refused_unless_forced(tiny_run, tmp_path, standins):
     shutil.copytree(original, run)
     changed = load_recipe(tiny_recipe(output_dir=str(tmp_path / "runs")),
                           ["train.denoiser.steps=2"])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(StageMismatchError, match="different recipe"):
         run_recipe(changed, console=quiet())
+    # Refused before anything was written: the run keeps the recipe its outputs were made by.
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert load_recipe(run / "recipe.yaml").train.denoiser.steps == 4
     run_recipe(changed, console=quiet(), force=True)
     record = json.loads((run / "denoiser" / "stage.json").read_text())
     assert record["info"]["steps"] == 2

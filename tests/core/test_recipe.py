@@ -7,6 +7,7 @@ never touched), so recipes validate without the default plug-ins.
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -411,3 +412,33 @@ def test_a_sampler_node_at_its_defaults_hashes_as_the_plain_name_it_replaced(wit
     assert sample_hash({"name": "ddim"}) == plain == sample_hash({"name": "ddim", "eta": 0.0})
     assert sample_hash({"name": "ddim", "eta": 0.5}) != plain
     assert sample_hash(None) != plain
+
+
+# -- hostile files ---------------------------------------------------------------------------
+
+
+def test_a_binary_recipe_file_is_one_clear_error(tmp_path, registry):
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(b"name: tiny\n\xff\xfe\x00\x01 binary")
+    with pytest.raises(RecipeError, match=r"recipe.yaml: not a text file: byte 11 is not UTF-8"):
+        load_recipe(path, registry=registry)
+
+
+def test_a_billion_laughs_recipe_is_refused_at_once(tmp_path, registry):
+    lines = ["name: tiny", 'a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]  # 9^10 values
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(RecipeError, match="expands to more than 100,000 values through YAML aliases"):
+        load_recipe(path, registry=registry)
+    assert time.perf_counter() - start < 2.0
+    path = write(tmp_path, "name: tiny\nloop: &a [1, *a]\n")
+    with pytest.raises(RecipeError, match="refers to a node that contains it"):
+        load_recipe(path, registry=registry)
+
+
+def test_anchors_and_aliases_in_a_real_recipe_still_work(tmp_path, registry):
+    text = RECIPE_YAML.replace("data:\n  train:\n    name: tiny_clips\n    frames: 4\n",
+                               "data:\n  train: &clips\n    name: tiny_clips\n    frames: 4\n  val: *clips\n")
+    recipe = load_recipe(write(tmp_path, text), registry=registry)
+    assert recipe.data.val.name == "tiny_clips" and recipe.data.val.config.frames == 4

@@ -58,6 +58,10 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
     dist.init_from_env()
     ctx = make_context(recipe, console=console)
     wanted = [s for s in STAGES if s in (stages or recipe.stages)]
+    if not force:
+        # Refuse a recipe that does not match the run's stages before anything is written, so
+        # that the run keeps the recipe.yaml its outputs were made by.
+        _decided_on_main(lambda: ",".join(ctx.run.plan(stage, force=False) for stage in wanted))
     if dist.is_main():
         ctx.run.write_recipe()
         ctx.run.write_environment()
