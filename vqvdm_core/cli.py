@@ -64,6 +64,14 @@ def _sampler_help() -> str:
     return f"Sampler: {names} (default: the recipe's)."
 
 
+def _known_frames_method(value: str) -> str:
+    from vqvdm_core.long_video import KNOWN_FRAMES_METHODS
+
+    if value not in KNOWN_FRAMES_METHODS:
+        raise typer.BadParameter(f"'{value}' is not one of: {', '.join(KNOWN_FRAMES_METHODS)}")
+    return value
+
+
 def _check_sampler(name: str | None) -> str | None:
     """Refuse an unregistered sampler name before any work (with the names and a near match)."""
     if name is not None:
@@ -246,32 +254,107 @@ def sample(
                                   help="Grid video (.mp4 or .gif); the other format is written beside it."),
     device: Optional[str] = typer.Option(None, "--device"),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 autocast."),
+    frames: Optional[int] = typer.Option(
+        None, "--frames", min=1, help="Frames per clip (default: the trained length). Longer clips are "
+        "generated window by window, each conditioned on the end of the one before."),
+    context: Optional[str] = typer.Option(
+        None, "--context", help="Continue this clip: a video file, or train:INDEX / val:INDEX (a clip of "
+        "the recipe's data). Its frame rate is the FPS unless --fps is given; no class unless --label."),
+    context_frames: Optional[int] = typer.Option(
+        None, "--context-frames", min=1, help="Given frames of --context to keep and continue "
+        "(default: half the trained length)."),
+    overlap: Optional[int] = typer.Option(
+        None, "--overlap", min=1, help="Latent frames each window keeps from the one before "
+        "(default: half a window)."),
+    known_frames: str = typer.Option(
+        "replacement", "--known-frames", help="How a window is held to its known frames: replacement "
+        "(fast) or reconstruction (VDM's reconstruction guidance, a backward pass per step).",
+        callback=_known_frames_method),
+    reconstruction_weight: float = typer.Option(
+        2.0, "--reconstruction-weight", min=0.0, callback=_finite,
+        help="Reconstruction guidance weight w_r (with --known-frames reconstruction)."),
+    known_guidance: Optional[float] = typer.Option(
+        None, "--known-guidance", min=0.0, callback=_finite,
+        help="Guidance scale on the known frames (history guidance) for a denoiser trained with "
+        "known_frames: 1 = off; default: the recipe's sample.known_guidance."),
 ) -> None:
-    """Generate a grid of clips from a trained run (MP4 and GIF)."""
+    """Generate a grid of clips from a trained run (MP4 and GIF); long clips with --frames, continue a
+    given clip with --context."""
     import torch
 
     from vqvdm_core.pipeline import open_run
     from vqvdm_core.pipeline.conditions import grid
+    from vqvdm_core.pipeline.context_clip import load_context, mark_generated
     from vqvdm_core.pipeline.generate import generate
     from vqvdm_core.pipeline.samples_file import save_samples
     from vqvdm_core.video_io import write_grid
 
+    if context is None and context_frames is not None:
+        raise typer.BadParameter("--context-frames needs --context", param_hint="--context-frames")
     ctx = open_run(run_or_ckpt, [f"device={device}"] if device else [], console=out)
     meta = ctx.latents_meta()
-    conditions = grid(meta, labels=label or "all", fps=fps or None, per_condition=num)
     system = ctx.system(trained=True)
+    clip_frames = system.clip_shape[0]
+    given = None
+    if context is not None:
+        k = context_frames or clip_frames // 2
+        clip = load_context(context, ctx, context_frames=k, max_frames=max(frames or clip_frames, k))
+        fps_values = list(fps) or ([clip.fps] if clip.fps is not None else [])
+        if not fps_values and any(c.field == "fps" for c in system.conditioners):
+            raise UserError(f"--context {clip.source} has no frame rate: pass --fps")
+        fps_values = fps_values or [0.0]
+        base = grid(meta, labels=list(label) or None, fps=fps_values, per_condition=num)
+        n = len(base)
+        given = clip.video[:, :, :k].expand(n, -1, -1, -1, -1)
+        frames = frames or clip_frames
+        system.plan(frames=frames, context=given[:1], overlap=overlap)  # every setting checked before sampling
+        conditions = base
+    else:
+        conditions = grid(meta, labels=label or "all", fps=fps or None, per_condition=num)
+        if frames is not None or overlap is not None:
+            system.plan(frames=frames, overlap=overlap)
+    _check_writable(out_path)
     built = system.resolve_sampler(sampler if sampler is not None else ctx.recipe.sample.sampler)
     video = torch.cat([v for _, v in generate(
         system, conditions, batch_size=batch_size, steps=steps or ctx.recipe.sample.steps, sampler=built,
-        guidance_scale=guidance, seed=seed, device=ctx.device, precision=precision, console=out)])
+        guidance_scale=guidance, seed=seed, device=ctx.device, precision=precision, console=out,
+        frames=frames, context=given, overlap=overlap, known_frames=known_frames,
+        reconstruction_weight=reconstruction_weight,
+        known_guidance=known_guidance if known_guidance is not None else ctx.recipe.sample.known_guidance)])
+    shown, captions = video, conditions.captions
     nrow = max(1, len(set(conditions.fps)) * num)
+    if context is not None:
+        # The given clip (as far as it goes, then its last frame held) beside its continuations;
+        # generated frames carry a red border.
+        real = clip.video[:, :, :video.shape[2]]
+        if real.shape[2] < video.shape[2]:
+            real = torch.cat([real, real[:, :, -1:].expand(-1, -1, video.shape[2] - real.shape[2], -1, -1)], 2)
+        shown = torch.cat([real, mark_generated(video, given.shape[2])])
+        captions = ["given"] + captions
+        out.print(f"grid: the given clip ({clip.source}) first, then its continuations; frames from "
+                  f"{given.shape[2]} on are generated (red border)")
+        nrow = len(shown)
     targets = {out_path, out_path.with_suffix(".gif" if out_path.suffix == ".mp4" else ".mp4")}
     for target in sorted(targets):
-        write_grid(video, target, fps=max(conditions.fps), nrow=nrow, labels=conditions.captions)
+        write_grid(shown, target, fps=max(conditions.fps) or 8.0, nrow=nrow, labels=captions)
         out.print(f"wrote {target}")
     clips = out_path.with_suffix(".safetensors")
     save_samples(clips, video, conditions.labels, conditions.fps)
     out.print(f"wrote {clips} (every clip with its conditions, for `vqvdm evaluate`)")
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an output path whose folder cannot take it, before any sampling."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"--out {path} is a directory; give a file name such as {path / 'samples.mp4'}")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--out {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path}: the folder {existing} is not writable")
 
 
 @app.command()

@@ -113,6 +113,17 @@ class VideoTokenizer(Configurable, nn.Module, Trainable):
         """False for tokenizers with nothing to learn (``identity``): the tokenizer stage is skipped."""
         return any(p.requires_grad for p in self.parameters())
 
+    @property
+    def decode_context(self) -> int | None:
+        """Latent frames on each side that a decoded frame depends on, or None when unbounded/unknown.
+
+        With a number ``r``, a long latent may be decoded in temporal chunks, each widened by ``r``
+        latent frames on both sides and cropped, and give the same video as one whole decode (the
+        memory of a long video's decode stays that of one chunk). None (the default: e.g. a decoder
+        with GroupNorm, whose statistics span every frame) means only a whole decode is exact.
+        """
+        return None
+
 
 # --------------------------------------------------------------------------------------------
 # Denoiser
@@ -125,6 +136,11 @@ class Denoiser(Configurable, nn.Module, abc.ABC):
     ``forward(x_t, t, emb)``: ``x_t`` ``(B, c, t, h, w)``, ``t`` ``(B,)`` integer time steps,
     ``emb`` ``(B, emb_dim)`` summed condition embeddings or ``None`` -> prediction of ``x_t``'s shape.
     The denoiser owns the time-step embedding; condition embeddings are added to it.
+
+    A denoiser with :attr:`known_frames_rate` > 0 also takes ``known`` ``(B, c + 1, t, h, w)``: the
+    clean latent of the frames that are given (zero elsewhere) and, as the last channel, a mask that
+    is 1 on those frames (frame conditioning, as FDM and MCVD train it). Training gives such a
+    denoiser a known prefix at that rate; long videos and continuations pass the known frames.
     """
 
     kind: ClassVar[str] = "denoiser"
@@ -138,6 +154,12 @@ class Denoiser(Configurable, nn.Module, abc.ABC):
     @abc.abstractmethod
     def emb_dim(self) -> int:
         """Width ``D`` of the conditioning embedding ``forward`` accepts."""
+
+    @property
+    def known_frames_rate(self) -> float:
+        """Fraction of training clips given a clean prefix of known latent frames (``forward(...,
+        known=...)``); 0, the default: the denoiser takes no known frames."""
+        return 0.0
 
     @abc.abstractmethod
     def forward(self, x_t: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:

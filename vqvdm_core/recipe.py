@@ -200,6 +200,10 @@ class SampleSettings(Strict):
     formats: list[Literal["mp4", "gif"]] = Field(default_factory=lambda: ["mp4", "gif"],
                                                  description="files written for the grid")
     precision: Precision = Field("fp32", description="autocast precision of sampling")
+    known_guidance: float = Field(
+        1.0, ge=0, description="guidance scale on the known frames of continuations and long videos "
+        "(`vqvdm sample --context/--frames`; history guidance), for a denoiser trained with known_frames; "
+        "1 = off")
 
 
 class EvaluateSettings(Strict):

@@ -310,6 +310,7 @@ def run_sampler(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     callback: StepCallback | None = None,
+    wrap: Callable[[DenoiseFn, SamplingChain], DenoiseFn] | None = None,
 ) -> Tensor:
     """Run ``sampler`` over ``schedule``'s ``steps``-level chain; return the clean sample.
 
@@ -317,6 +318,8 @@ def run_sampler(
     for SDEdit-style editing) or, without ``x``, from standard normal noise of ``shape`` drawn from
     ``generator`` at the last training step. ``model_fn(x_t, t)`` is the denoiser with its
     conditions and guidance bound; ``callback`` sees every level (:class:`SamplerStep`).
+    ``wrap(denoise, chain)``, if given, returns the function the sampler calls instead of
+    ``denoise`` (e.g. :func:`vqvdm_core.long_video.condition_on_known` to hold frames fixed).
     """
     if x is None:
         if start_step is not None:
@@ -332,4 +335,5 @@ def run_sampler(
         prediction = model_fn(x_i, t).to(x_i.dtype)
         return schedule.predict_x0_eps(prediction, x_i, chain.alphas_cumprod[i], prediction_type)
 
-    return sampler.sample(denoise, x, chain, generator=generator, callback=callback)
+    return sampler.sample(denoise if wrap is None else wrap(denoise, chain), x, chain,
+                          generator=generator, callback=callback)

@@ -17,6 +17,7 @@ registered name or a recipe node; without one, the schedule's default.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -37,8 +38,22 @@ from vqvdm_core.interfaces import (
     TrainStep,
     VideoTokenizer,
 )
+from vqvdm_core.long_video import (
+    Window,
+    check_known_frames_settings,
+    condition_on_known,
+    decode_in_chunks,
+    plan_windows,
+)
 from vqvdm_core.registry import REGISTRY, Registry
-from vqvdm_core.sampling import StepCallback, reporting, resolve_sampler, run_sampler
+from vqvdm_core.sampling import (
+    DenoiseFn,
+    SamplingChain,
+    StepCallback,
+    reporting,
+    resolve_sampler,
+    run_sampler,
+)
 
 __all__ = ["LatentVideoDiffusion", "WIRED_FIELDS", "build_system"]
 
@@ -182,10 +197,20 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         noise = torch.randn_like(z0)
         z_t = self.schedule.add_noise(z0, noise, t)
         emb = self.embed(batch, mode="train")
-        prediction = self.denoiser(z_t, t, emb)
         target = self.schedule.training_target(z0, noise, t, self.denoiser.prediction_type)
-        loss = F.mse_loss(prediction.float(), target.float())
-        return TrainStep(losses={"denoiser": loss}, logs={"loss": float(loss.detach())})
+        if self.denoiser.known_frames_rate <= 0:
+            prediction = self.denoiser(z_t, t, emb)
+            loss = F.mse_loss(prediction.float(), target.float())
+            return TrainStep(losses={"denoiser": loss}, logs={"loss": float(loss.detach())})
+        # Frame conditioning: some clips get a clean known prefix; the loss covers the other frames.
+        known = known_prefix(z0, rate=self.denoiser.known_frames_rate)
+        prediction = self.denoiser(z_t, t, emb, known=known)
+        unknown = 1.0 - known[:, -1:]  # (B, 1, T, h, w)
+        squared = (prediction.float() - target.float()).pow(2) * unknown
+        loss = squared.sum() / (unknown.sum() * z0.shape[1]).clamp_min(1.0)
+        return TrainStep(losses={"denoiser": loss},
+                         logs={"loss": float(loss.detach()),
+                               "known_fraction": float(1.0 - unknown.mean())})
 
     def forward(self, batch: Mapping[str, Any], *, step: int = 0) -> TrainStep:
         """Same as :meth:`training_step`, so that a ``DistributedDataParallel`` wrapper can call it."""
@@ -230,6 +255,12 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         start_step: int | None = None,
         decode: bool = True,
         decode_batch_size: int | None = None,
+        frames: int | None = None,
+        context: Tensor | None = None,
+        overlap: int | None = None,
+        known_frames: str = "replacement",
+        reconstruction_weight: float = 2.0,
+        known_guidance: float = 1.0,
     ) -> Tensor:
         """Generate ``num`` clips: video ``(num, 3, T, H, W)`` in [-1, 1], or the latent if not ``decode``.
 
@@ -245,6 +276,19 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         from there to 0. ``callback`` sees every level (:class:`~vqvdm_core.sampling.SamplerStep`,
         scaled units); ``progress(i, n)`` is called after each. Decoding runs in chunks of
         ``decode_batch_size`` clips (default: see :meth:`decode`).
+
+        **Long videos and continuations** (:mod:`vqvdm_core.long_video`): ``frames`` (a length the
+        tokenizer accepts, e.g. 64 from a 16-frame model) generates the latent window by window,
+        each window conditioned on the last ``overlap`` latent frames of the one before (default:
+        half a window) by the ``known_frames`` method, ``"replacement"`` or ``"reconstruction"``
+        (VDM's reconstruction guidance, weight ``reconstruction_weight``). ``context``, a video
+        ``(num, 3, K, H, W)`` in [-1, 1], is encoded and continued to ``frames`` (default: the
+        trained clip length); its ``K`` frames are kept as given in the output. ``progress(i, n)``
+        then counts the levels of every window. A denoiser trained with known frames
+        (:attr:`~vqvdm_core.interfaces.Denoiser.known_frames_rate`) also gets them as a clean input,
+        and ``known_guidance`` ``w_h`` guides towards them as classifier-free guidance guides towards
+        a class (history guidance): ``pred(none) + w_h (pred(known) - pred(none))``, one extra
+        batch half per call; 1 turns it off.
         """
         if num < 1:
             raise UserError(f"the number of clips to sample must be at least 1, got {num}")
@@ -252,6 +296,12 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         built = self.resolve_sampler(sampler)
         if x_t is not None and tuple(x_t.shape) != (num, *self.latent_shape):
             raise UserError(f"x_t must have the latent shape {(num, *self.latent_shape)}, got {tuple(x_t.shape)}")
+        long = frames is not None or context is not None
+        if long and (x_t is not None or start_step is not None):
+            raise UserError("x_t/start_step (editing a clip) cannot be combined with frames/context")
+        plan = self.plan(frames=frames, context=context, overlap=overlap, num=num) if long else None
+        if long:
+            check_known_frames_settings(known_frames, reconstruction_weight, known_guidance)
         fields, guided_given = self._sampling_fields(num, labels=labels, fps=fps, device=device)
         was_training = self.training
         self.eval()
@@ -259,23 +309,113 @@ class LatentVideoDiffusion(nn.Module, Trainable):
             cond = self.embed(fields, mode="cond")
             uncond = self.embed(fields, mode="uncond") if guided_given else None
 
-            def model_fn(x: Tensor, t: Tensor) -> Tensor:
+            def model_fn(x: Tensor, t: Tensor, known: Tensor | None = None) -> Tensor:
+                net = self.denoiser if known is None else _WithKnownFrames(self.denoiser, known, known_guidance)
                 if self.guidance is None:
-                    return self.denoiser(x, t, cond)
-                return self.guidance.predict(self.denoiser, x, t, cond=cond, uncond=uncond,
+                    return net(x, t, cond)
+                return self.guidance.predict(net, x, t, cond=cond, uncond=uncond,  # type: ignore[arg-type]
                                              scale=guidance_scale)
 
-            z = run_sampler(built, model_fn, self.schedule, prediction_type=self.denoiser.prediction_type,
-                            shape=(num, *self.latent_shape),
-                            x=x_t.to(device) if x_t is not None else None, steps=steps,
-                            start_step=start_step, generator=generator, device=device,
-                            callback=reporting(callback, progress))
+            if plan is None:
+                z = run_sampler(built, model_fn, self.schedule, prediction_type=self.denoiser.prediction_type,
+                                shape=(num, *self.latent_shape),
+                                x=x_t.to(device) if x_t is not None else None, steps=steps,
+                                start_step=start_step, generator=generator, device=device,
+                                callback=reporting(callback, progress))
+            else:
+                z = self._sample_windows(plan, built, model_fn, num=num, context=context, steps=steps,
+                                         generator=generator, known_frames=known_frames,
+                                         reconstruction_weight=reconstruction_weight,
+                                         callback=callback, progress=progress)
             z = z / self.latent_scale
             if not decode:
                 return z
-            return self.decode(z, batch_size=decode_batch_size)
+            video = self.decode(z, batch_size=decode_batch_size)
+            if context is not None:
+                video[:, :, :context.shape[2]] = context.to(video)  # the given frames, as given
+            return video
         finally:
             self.train(was_training)
+
+    def plan(self, *, frames: int | None = None, context: Tensor | None = None, overlap: int | None = None,
+             num: int | None = None) -> list[Window]:
+        """The latent windows :meth:`sample` runs for ``frames`` (default: the trained length) and a
+        ``context`` clip ``(num, 3, K, H, W)``; every argument checked, with one message each."""
+        clip_frames, height, width = self.clip_shape
+        frames = clip_frames if frames is None else int(frames)
+        if frames < 1:
+            raise UserError(f"frames must be at least 1, got {frames}")
+        total = self._latent_frames(frames, "frames")
+        window = self.latent_shape[1]
+        context_latent = 0
+        if context is not None:
+            if context.ndim != 5 or context.shape[1] != 3:
+                raise UserError(f"a context must be a video (num, 3, frames, height, width), got "
+                                f"{tuple(context.shape)}")
+            if num is not None and context.shape[0] != num:
+                raise UserError(f"the context has {context.shape[0]} clips but {num} are sampled")
+            k, h, w = context.shape[2:]
+            if (h, w) != (height, width):
+                raise UserError(f"the context's frames are {h}x{w} but the model makes {height}x{width} "
+                                "frames; resize or crop the clip first")
+            if not torch.isfinite(context).all():
+                raise UserError("the context contains non-finite values")
+            context_latent = self._latent_frames(k, "the context's frame count")
+            if context_latent < 1 or k >= frames:
+                raise UserError(f"the context has {k} frames, which leaves nothing to generate up to {frames} "
+                                "frames: give fewer context frames or more --frames")
+        if overlap is None:
+            overlap = max(1, window // 2)
+        return plan_windows(total, window=window, overlap=int(overlap), context=context_latent)
+
+    def _latent_frames(self, frames: int, what: str) -> int:
+        """Latent frames of ``frames`` video frames; a clear error when the tokenizer cannot take them."""
+        _, height, width = self.clip_shape
+        try:
+            t = self.tokenizer.latent_shape(frames, height, width)[1]
+        except UserError:
+            t = 0
+        reference = self.tokenizer.latent_shape(*self.clip_shape)[1]
+        factor = max(1, self.clip_shape[0] // max(1, reference))
+        if t < 1 or t * factor != frames:
+            raise UserError(f"{what} ({frames}) must be a positive multiple of the tokenizer's temporal factor "
+                            f"({factor} frames per latent frame)")
+        return int(t)
+
+    def _sample_windows(self, plan: list[Window], sampler: Sampler, model_fn: Callable[[Tensor, Tensor], Tensor],
+                        *, num: int, context: Tensor | None, steps: int | None,
+                        generator: torch.Generator | None, known_frames: str, reconstruction_weight: float,
+                        callback: StepCallback | None,
+                        progress: Callable[[int, int], None] | None) -> Tensor:
+        """The scaled long latent ``(num, c, total, h, w)``, window by window (see :meth:`sample`)."""
+        c, _, h, w = self.latent_shape
+        total = plan[-1].end
+        z = torch.zeros((num, c, total, h, w), device=self.device)
+        if context is not None:
+            encoded = self.tokenizer.encode(context.to(self.device).float()).float() * self.latent_scale
+            z[:, :, :encoded.shape[2]] = encoded
+        levels = len(self.schedule.chain(steps, spacing=sampler.spacing))
+        done = 0
+
+        def count(i: int, n: int) -> None:
+            if progress is not None:
+                progress(done + i, levels * len(plan))
+
+        for window in plan:
+            known = z[:, :, window.start:window.first_new]
+            wrap, window_fn = None, model_fn
+            if window.known:
+                def wrap(denoise: DenoiseFn, chain: SamplingChain, known: Tensor = known) -> DenoiseFn:
+                    return condition_on_known(denoise, chain, known, method=known_frames,
+                                              weight=reconstruction_weight, generator=generator)
+                if self.denoiser.known_frames_rate > 0:  # it also sees them clean
+                    window_fn = functools.partial(model_fn, known=known_input(known, window.length))
+            out = run_sampler(sampler, window_fn, self.schedule, prediction_type=self.denoiser.prediction_type,
+                              shape=(num, c, window.length, h, w), steps=steps, generator=generator,
+                              device=self.device, callback=reporting(callback, count), wrap=wrap)
+            z[:, :, window.first_new:window.end] = out[:, :, window.known:]
+            done += levels
+        return z
 
     DECODE_CHUNK_VALUES = 2**20
     """Default decode chunk: as many clips as make about this many output values (one 16x128x128
@@ -293,9 +433,19 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         if batch_size is None:
             frames, height, width = self.clip_shape
             batch_size = max(1, self.DECODE_CHUNK_VALUES // (3 * frames * height * width))
+        window = self.latent_shape[1]
+        reach = self.tokenizer.decode_context
+        decode_one: Callable[[Tensor], Tensor] = self.tokenizer.decode
+        if z.shape[2] > window and reach is not None:
+            # A long latent: temporal chunks of one trained clip, widened by the decoder's reach.
+            factor = self.clip_shape[0] // window
+
+            def decode_one(part: Tensor) -> Tensor:
+                return decode_in_chunks(self.tokenizer.decode, part, chunk=window, reach=reach,
+                                        frames_per_latent=factor)
         out: Tensor | None = None
         for start in range(0, num, batch_size):
-            part = self.tokenizer.decode(z[start:start + batch_size]).clamp(-1.0, 1.0)
+            part = decode_one(z[start:start + batch_size]).clamp(-1.0, 1.0)
             if out is None:
                 if part.shape[0] == num:
                     return part
@@ -339,6 +489,48 @@ class LatentVideoDiffusion(nn.Module, Trainable):
                         f"pass {cond.field}=[...] (one per clip), or give the conditioner a default")
             fields[cond.field] = tensor
         return fields, guided_given
+
+
+class _WithKnownFrames:
+    """The denoiser with known frames bound, called as a plain denoiser (by a guidance, which may
+    stack conditional and unconditional halves: the known frames are repeated to match)."""
+
+    def __init__(self, denoiser: Denoiser, known: Tensor, scale: float = 1.0):
+        self.denoiser, self.known, self.scale = denoiser, known, scale
+
+    def __call__(self, x: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
+        repeats = x.shape[0] // self.known.shape[0]
+        known = self.known if repeats == 1 else self.known.repeat(repeats, 1, 1, 1, 1)
+        if self.scale == 1.0:
+            return self.denoiser(x, t, emb, known=known)
+        # Guidance on the known frames (history guidance): with and without them, in one batch.
+        none = torch.zeros_like(known)
+        both = self.denoiser(torch.cat([x, x]), torch.cat([t, t]), None if emb is None else torch.cat([emb, emb]),
+                             known=torch.cat([known, none]))
+        given, free = both.chunk(2)
+        return free + self.scale * (given - free)
+
+
+def known_input(known: Tensor, length: int) -> Tensor:
+    """A denoiser's ``known`` input ``(B, c + 1, length, h, w)`` for a clean prefix ``known``
+    ``(B, c, k, h, w)``: the prefix, zeros after it, and a mask channel that is 1 on the prefix."""
+    b, c, k, h, w = known.shape
+    out = known.new_zeros((b, c + 1, length, h, w))
+    out[:, :c, :k] = known
+    out[:, c, :k] = 1.0
+    return out
+
+
+def known_prefix(z0: Tensor, *, rate: float, generator: torch.Generator | None = None) -> Tensor:
+    """Training's ``known`` input for clean latents ``z0`` ``(B, c, T, h, w)``: each clip, with
+    probability ``rate``, gets a known prefix of ``1 .. T - 1`` frames (uniform); the rest none."""
+    b, c, frames, h, w = z0.shape
+    device = z0.device
+    chosen = (torch.rand(b, generator=generator, device=device) < rate) & (frames > 1)
+    lengths = torch.randint(1, max(2, frames), (b,), generator=generator, device=device) * chosen
+    mask = (torch.arange(frames, device=device)[None, :] < lengths[:, None]).to(z0.dtype)  # (B, T)
+    mask = mask[:, None, :, None, None]  # (B, 1, T, 1, 1)
+    return torch.cat([z0 * mask, mask.expand(b, 1, frames, h, w)], dim=1)
 
 
 def _short(keys: list[str], limit: int = 5) -> str:

@@ -45,6 +45,11 @@ class IdentityTokenizer(VideoTokenizer):
             raise ValueError(f"the identity tokenizer's latent is RGB video; got {latent.shape[1]} channels")
         return latent
 
+    @property
+    def decode_context(self) -> int:
+        """0: every frame decodes on its own."""
+        return 0
+
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         """No parameters, so no optimizer groups."""
         return {}

@@ -181,6 +181,82 @@ def test_sample_and_evaluate_take_any_registered_sampler_and_record_it(run_copy,
     assert res["denoiser_calls"] == len(create("schedule", "ddpm", num_train_steps=50).chain(4, spacing="log_snr"))
 
 
+def test_sample_command_draws_clips_longer_than_the_trained_length(run_copy, tmp_path):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+    from vqvdm_core.pipeline.samples_file import load_samples
+
+    out = tmp_path / "long.mp4"
+    result = CliRunner().invoke(app, ["sample", str(run_copy), "--label", "0", "--fps", "8", "--steps", "2",
+                                      "--frames", "12", "--overlap", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    video, labels, _ = load_samples(out.with_suffix(".safetensors"))
+    assert video.shape == (1, 3, 12, 8, 8) and labels.tolist() == [0]
+
+
+def test_sample_command_continues_a_data_set_clip_or_a_video_file(run_copy, tmp_path):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+    from vqvdm_core.pipeline.samples_file import load_samples
+    from vqvdm_core.video_io import read_video, write_video
+    from standins import TinyClips
+
+    out = tmp_path / "cont.mp4"
+    result = CliRunner().invoke(app, ["sample", str(run_copy), "--context", "val:1", "--context-frames", "2",
+                                      "--frames", "6", "--num", "2", "--steps", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    video, labels, fps = load_samples(out.with_suffix(".safetensors"))
+    given = TinyClips(seed=1)[1]["video"]
+    assert video.shape == (2, 3, 6, 8, 8) and labels.tolist() == [-1, -1] and fps.tolist() == [8.0, 8.0]
+    assert (video[:, :, :2] - given[None, :, :2]).abs().max() < 1 / 127  # the given frames, kept
+    grid, _ = read_video(out)
+    assert grid.shape[0] == 6 and grid.shape[2] > 3 * 8  # given clip + 2 continuations side by side
+
+    clip = tmp_path / "clip.mp4"
+    write_video(given, clip, fps=4.0, lossless=True)
+    result = CliRunner().invoke(app, ["sample", str(run_copy), "--context", str(clip), "--label", "1",
+                                      "--steps", "2", "--out", str(tmp_path / "file.mp4")])
+    assert result.exit_code == 0, result.output
+    video, labels, fps = load_samples(tmp_path / "file.safetensors")
+    assert video.shape == (1, 3, 4, 8, 8) and labels.tolist() == [1] and fps.tolist() == [4.0]  # the file's rate
+
+
+def test_sample_command_refuses_a_bad_context_before_sampling(run_copy, tmp_path):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+    from vqvdm_core.video_io import write_video
+
+    text_file = tmp_path / "notes.mp4"
+    text_file.write_text("not a video")
+    large = tmp_path / "large.mp4"
+    write_video(torch.zeros(3, 4, 16, 16), large, fps=8.0)
+    short = tmp_path / "short.mp4"
+    write_video(torch.zeros(3, 1, 8, 8), short, fps=8.0)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = [
+        (["--context", "val:1", "--context-frames", "4"], "leaves nothing to generate up to 4 frames"),
+        (["--context", "val:99"], "the val data has"),
+        (["--context", str(tmp_path / "missing.mp4")], "no such video file"),
+        (["--context", str(text_file)], str(text_file)),
+        (["--context", str(large), "--context-frames", "2"], "frames are 16x16 but the model makes 8x8"),
+        (["--context", str(short), "--context-frames", "2"], "has 1 frames, fewer than --context-frames 2"),
+        (["--frames", "8", "--overlap", "4"], "overlap must be between 1 and 3"),
+        (["--out", str(blocker / "s.mp4")], "is not a directory"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "never.mp4"
+        result = CliRunner().invoke(app, ["sample", str(run_copy), "--steps", "2", "--out", str(out), *args])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 1 and message in text and "Traceback" not in text, (args, result.output)
+        assert not out.exists() and not out.with_suffix(".safetensors").exists()
+    result = CliRunner().invoke(app, ["sample", str(run_copy), "--context-frames", "2"])
+    assert result.exit_code == 2 and "--context-frames needs --context" in " ".join(result.output.split())
+
+
 @pytest.mark.parametrize("command", ["sample", "evaluate"])
 def test_an_unknown_sampler_is_refused_before_any_work_with_the_names(command, tmp_path):
     from typer.testing import CliRunner

@@ -46,30 +46,50 @@ def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int
              sampler: Any, guidance_scale: float | None, seed: int, device: torch.device,
              precision: str, console: Console, description: str = "sampling",
              latent_moments: LatentMoments | None = None,
+             frames: int | None = None, context: torch.Tensor | None = None, overlap: int | None = None,
+             known_frames: str = "replacement", reconstruction_weight: float = 2.0,
+             known_guidance: float = 1.0,
              ) -> Iterator[tuple[Conditions, torch.Tensor]]:
     """Yield ``(conditions of the batch, video (B, 3, T, H, W) on the CPU)`` batch by batch.
 
     ``sampler`` is a built sampler, a registered name, a recipe node or None (the system's default).
     Noise comes from one generator seeded with ``seed``, so the same call gives the same clips.
     ``latent_moments``, if given, sees every generated latent before it is decoded.
+    ``frames`` / ``context`` (one clip ``(N, 3, K, H, W)`` per condition) / ``overlap`` /
+    ``known_frames`` / ``reconstruction_weight`` / ``known_guidance``: long videos and continuations, as
+    :meth:`~vqvdm_core.system.LatentVideoDiffusion.sample` takes them; the bar then counts every
+    window's steps.
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     n = len(conditions)
     sampler = system.resolve_sampler(sampler)
-    steps_per_batch = len(system.schedule.chain(steps, spacing=sampler.spacing))
+    long = frames is not None or context is not None
+    windows = len(system.plan(frames=frames, context=None if context is None else context[:1],
+                              overlap=overlap)) if long else 1
+    steps_per_batch = windows * len(system.schedule.chain(steps, spacing=sampler.spacing))
+    if windows > 1:
+        description = f"{description} ({windows} windows)"
     batches = (n + batch_size - 1) // batch_size
     with progress(console, batches * steps_per_batch, description) as advance, torch.no_grad():
         for start in range(0, n, batch_size):
-            part = conditions.chunk(start, min(n, start + batch_size))
+            stop = min(n, start + batch_size)
+            part = conditions.chunk(start, stop)
+            extend: dict[str, Any] = {}
+            if long:
+                extend = dict(frames=frames, overlap=overlap, known_frames=known_frames,
+                              reconstruction_weight=reconstruction_weight, known_guidance=known_guidance,
+                              context=None if context is None else context[start:stop].to(device))
             with autocast(device, precision):
                 latent = system.sample(
                     len(part),
                     labels=torch.tensor(part.labels, device=device),
                     fps=torch.tensor(part.fps, device=device),
                     steps=steps, sampler=sampler, guidance_scale=guidance_scale,
-                    generator=generator, progress=lambda i, total: advance(1), decode=False,
+                    generator=generator, progress=lambda i, total: advance(1), decode=False, **extend,
                 )
                 if latent_moments is not None:
                     latent_moments.update(latent)
                 video = system.decode(latent)
+            if context is not None:
+                video[:, :, :context.shape[2]] = context[start:stop].to(video)  # the given frames, as given
             yield part, video.float().clamp(-1, 1).cpu()

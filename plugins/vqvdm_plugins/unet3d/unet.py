@@ -67,6 +67,10 @@ class UNet3D(Denoiser):
         dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside residual blocks")
         prediction_type: Literal["epsilon", "x0", "v"] = Field(
             "epsilon", description="what the network predicts (the paper: epsilon)")
+        known_frames: float = Field(
+            0.0, ge=0.0, le=1.0, description="beyond the paper: fraction of training clips given a clean "
+            "prefix of known latent frames (frame conditioning, as FDM / MCVD), so that continuations and "
+            "long videos see the given frames clean; > 0 adds in_channels + 1 input channels (0: the paper)")
 
         @model_validator(mode="after")
         def _levels_exist(self) -> "UNet3D.Config":
@@ -101,7 +105,8 @@ class UNet3D(Denoiser):
                              temporal_position=cfg.temporal_position)
 
         self.time_embed = SinusoidalEmbedding(encoding_dim=ch0, out_dim=self._emb_dim)
-        self.conv_in = TemporalReplicateConv3d(in_ch, ch0)
+        # With frame conditioning the input is [x_t, known latent, known mask] along channels.
+        self.conv_in = TemporalReplicateConv3d(2 * in_ch + 1 if cfg.known_frames > 0 else in_ch, ch0)
 
         # Down path: every block's output (and the input conv's) is kept for a skip connection.
         self.down = nn.ModuleList()
@@ -168,13 +173,27 @@ class UNet3D(Denoiser):
         return self._emb_dim
 
     @property
+    def known_frames_rate(self) -> float:
+        return self.config.known_frames
+
+    @property
     def size_multiple(self) -> int:
         """Frame height and width must be multiples of this (one halving per level after the first)."""
         return 2 ** (len(self.config.channel_mults) - 1)
 
-    def forward(self, x_t: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
-        """``x_t`` ``(B, c, T, H, W)``, ``t`` ``(B,)`` (or a scalar), ``emb`` ``(B, emb_dim)`` or None."""
+    def forward(self, x_t: Tensor, t: Tensor, emb: Tensor | None = None, known: Tensor | None = None) -> Tensor:
+        """``x_t`` ``(B, c, T, H, W)``, ``t`` ``(B,)`` (or a scalar), ``emb`` ``(B, emb_dim)`` or None;
+        ``known`` ``(B, c + 1, T, H, W)`` (clean known frames and their mask) with ``known_frames``."""
         self._check_input(x_t)
+        if self.config.known_frames > 0:
+            if known is None:  # nothing given: an all-zero latent and mask
+                known = x_t.new_zeros((x_t.shape[0], x_t.shape[1] + 1, *x_t.shape[2:]))
+            if known.shape != (x_t.shape[0], x_t.shape[1] + 1, *x_t.shape[2:]):
+                raise ValueError(f"unet3d: known must be (B, c + 1, T, H, W) = "
+                                 f"{(x_t.shape[0], x_t.shape[1] + 1, *x_t.shape[2:])}, got {tuple(known.shape)}")
+            x_t = torch.cat([x_t, known.to(x_t.dtype)], dim=1)  # (B, 2c + 1, T, H, W)
+        elif known is not None:
+            raise ValueError("unet3d was built without known_frames: it takes no known frames")
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
         cond = self.time_embed(t)  # (B, emb_dim)

@@ -14,6 +14,7 @@ Any latent of the right shape decodes, on or off the codebook (a diffusion sampl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -93,6 +94,33 @@ class Decoder(nn.Module):
         self.norm_out = group_norm(width, norm_groups)
         self.act = nn.SiLU()
         self.conv_out = TemporalReplicateConv3d(width, out_channels, spatial_padding=spatial_padding)
+
+    def temporal_reach(self) -> int | None:
+        """Latent frames on each side that one output frame depends on; None with GroupNorm (its
+        statistics span every frame). Follows the forward pass: a temporal kernel ``k`` at a level
+        with ``f`` frames per latent frame reaches ``(k // 2) / f`` latent frames; a transposed
+        upsampling (kernel 4, stride 2) reaches one frame of its input level."""
+        if any(isinstance(m, nn.GroupNorm) for m in self.modules()):
+            return None
+        reach, per_latent = 0.0, 1
+
+        def conv(module: nn.Module) -> float:
+            return (module.kernel_size[0] // 2) / per_latent  # type: ignore[union-attr,operator]
+
+        reach += conv(self.conv_in)
+        for module in (*self.mid, *self.up):
+            if isinstance(module, ResidualBlock):
+                reach += conv(module.conv1) + conv(module.conv2)
+            elif isinstance(module, Upsample):
+                stride = int(module.scale[0])
+                if module.mode == "transposed":
+                    reach += 1.0 / per_latent
+                    per_latent *= stride
+                else:
+                    per_latent *= stride
+                    reach += conv(module.conv)
+        reach += conv(self.conv_out)
+        return math.ceil(reach - 1e-9)
 
     def forward(self, latent: Tensor) -> Tensor:
         h = self.mid(self.conv_in(latent))

@@ -169,6 +169,11 @@ class VQGAN3D(VideoTokenizer):
             latent = self.quantizer.quantize(latent)
         return self.decoder(latent)
 
+    @property
+    def decode_context(self) -> int | None:
+        """The decoder's temporal reach in latent frames (None with GroupNorm: whole decodes only)."""
+        return self.decoder.temporal_reach()
+
     # -- Trainable -----------------------------------------------------------------------------
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
