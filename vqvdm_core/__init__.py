@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from vqvdm_core.errors import ComponentError, MissingFileError, RecipeError, UserError
+from vqvdm_core.errors import ComponentError, MissingFileError, RecipeError, UserError, WorkFailure
 from vqvdm_core.recipe import Recipe, load_recipe
 from vqvdm_core.registry import KINDS, REGISTRY, create, load, register
 
@@ -26,6 +26,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "UserError",
+    "WorkFailure",
     "__version__",
     "create",
     "load",

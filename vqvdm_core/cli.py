@@ -372,12 +372,17 @@ def evaluate(
                                           callback=_check_sampler),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device"),
+    out_path: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Report file (default: beside the evaluate stage's metrics.json, named by "
+        "the settings; never the stage's own file)."),
 ) -> None:
-    """Score a run (generating clips) or a samples file; writes metrics.json and prints a table.
+    """Score a run (generating clips) or a samples file; writes a JSON report and prints a table.
 
-    For a run: <run>/evaluate/metrics.json. For samples (e.g. <run>/sample/samples.safetensors, as
-    written by the sample stage and `vqvdm sample`): metrics.json beside the file. Real clips for
-    FVD / KVD come from the recipe of the run the file belongs to.
+    For a run: <run>/evaluate/metrics-<settings hash>.json, beside the stage's own metrics.json,
+    which is never overwritten (the same settings give the same name). For samples (e.g.
+    <run>/sample/samples.safetensors, as written by the sample stage and `vqvdm sample`):
+    <name>.metrics.json beside the file. Real clips for FVD / KVD come from the recipe of the run the
+    file belongs to.
     """
     from vqvdm_core.pipeline import open_run
     from vqvdm_core.pipeline.stages import evaluate as evaluate_stage
@@ -396,12 +401,16 @@ def evaluate(
     if device:
         overrides.append(f"device={device}")
     ctx = open_run(target, overrides, console=out)
+    if out_path is not None:
+        _check_writable(out_path)
     if target.is_file():
-        written = target.with_name(f"{target.stem}.metrics.json")
+        written = out_path or target.with_name(f"{target.stem}.metrics.json")
         evaluate_stage.score_samples(ctx, target, written)
     else:
-        evaluate_stage.run(ctx)
-        written = ctx.run.stage_dir("evaluate") / "metrics.json"
+        key = ctx.recipe.hash("evaluate", "guidance", "data.val", "sample.fps")[:8]
+        written = out_path or ctx.run.stage_dir("evaluate") / f"metrics-{key}.json"
+        with ctx.run.lock("vqvdm evaluate"):
+            evaluate_stage.run(ctx, out=written)
     out.print(f"wrote {written}")
 
 

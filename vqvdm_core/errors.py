@@ -9,15 +9,24 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A mistake the user can fix; its message says what and how."""
+    """A mistake the user can fix; its message says what and how.
+
+    Exit codes (every command): 2 for a usage or input error (a bad option, recipe, file or
+    setting; a run directory in use), 1 for a failure of the work itself (:class:`WorkFailure`,
+    e.g. a loss that became NaN; also any unexpected exception), 130 when interrupted.
+    """
+
+    exit_code = 2
+
+
+class WorkFailure(UserError):
+    """The input was fine but the work failed (e.g. training diverged): exit code 1."""
 
     exit_code = 1
 
 
 class RecipeError(UserError):
     """A recipe that does not validate. ``problems`` lists every ``(path, message)`` found."""
-
-    exit_code = 2
 
     def __init__(self, problems: list[tuple[str, str]], *, source: str | None = None):
         self.problems = problems

@@ -96,7 +96,7 @@ def test_bench_pixel_size_option_and_repeats(recipe_file):
 
 def test_bench_rejects_an_unknown_precision(recipe_file):
     result = runner.invoke(app, ["bench", str(recipe_file), "--precision", "fp8"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown precision 'fp8'" in result.output
 
 

@@ -54,9 +54,9 @@ def test_list_components_verbose_shows_config_fields(standins):
     assert fields["in_channels"]["default"] is None
 
 
-def test_unknown_kind_is_one_clear_message_and_exit_1():
+def test_unknown_kind_is_one_clear_message_and_exit_2():
     result = runner.invoke(app, ["list-components", "--kind", "denoisers"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown component kind 'denoisers'" in result.output
     assert "Traceback" not in result.output
 
@@ -112,7 +112,7 @@ def test_missing_recipe_file_is_a_user_error(tmp_path):
 def test_run_rejects_an_unknown_stage_without_traceback(tmp_path, standins):
     path = write_recipe(tmp_path / "ok.yaml", tiny_recipe(output_dir=str(tmp_path / "runs")))
     result = runner.invoke(app, ["run", str(path), "--stage", "tokeniser"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown stage 'tokeniser'" in result.output
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,12 @@ def test_changed_recipe_is_refused_unless_forced(tiny_run, tmp_path, standins):
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(StageMismatchError, match="different recipe"):
         run_recipe(changed, console=quiet())
-    # Refused before anything was written: the run keeps the recipe its outputs were made by.
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # Refused before anything was written: the run keeps the recipe its outputs were made by; the
+    # log only gains the refusal.
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    log = run / "run.log"
+    assert after[log].startswith(before[log]) and b"run stopped: StageMismatchError" in after[log][len(before[log]):]
+    assert {p: v for p, v in after.items() if p != log} == {p: v for p, v in before.items() if p != log}
     assert load_recipe(run / "recipe.yaml").train.denoiser.steps == 4
     run_recipe(changed, console=quiet(), force=True)
     record = json.loads((run / "denoiser" / "stage.json").read_text())
@@ -142,12 +147,21 @@ def test_evaluate_command_scores_a_run_and_a_samples_file(run_copy):
 
     from vqvdm_core.cli import app
 
-    result = CliRunner().invoke(app, ["evaluate", str(run_copy), "--metrics", "mean_brightness",
-                                      "--num-samples", "2", "--guidance", "1", "--steps", "2"])
+    stage_report = (run_copy / "evaluate" / "metrics.json").read_bytes()
+    args = ["evaluate", str(run_copy), "--metrics", "mean_brightness", "--num-samples", "2", "--guidance", "1",
+            "--steps", "2"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    report = json.loads((run_copy / "evaluate" / "metrics.json").read_text())
+    # The stage's own report is kept; the command's goes beside it, named by its settings.
+    assert (run_copy / "evaluate" / "metrics.json").read_bytes() == stage_report
+    [written] = (run_copy / "evaluate").glob("metrics-*.json")
+    report = json.loads(written.read_text())
     assert [r["guidance_scale"] for r in report["results"]] == [1.0]
     assert report["results"][0]["num_samples"] == 2
+    again = CliRunner().invoke(app, args[:-1] + ["3"])  # other settings: another file
+    assert again.exit_code == 0, again.output
+    assert len(list((run_copy / "evaluate").glob("metrics-*.json"))) == 2
+    assert (run_copy / "evaluate" / "metrics.json").read_bytes() == stage_report
 
     samples = run_copy / "sample" / "samples.safetensors"
     result = CliRunner().invoke(app, ["evaluate", str(samples)])
@@ -174,9 +188,9 @@ def test_sample_and_evaluate_take_any_registered_sampler_and_record_it(run_copy,
 
     result = CliRunner().invoke(app, ["evaluate", str(run_copy), "--metrics", "mean_brightness", "--num-samples",
                                       "2", "--guidance", "1", "--steps", "4", "--sampler", "dpmpp_2m",
-                                      "--set", "evaluate.sampler.spacing=log_snr"])
+                                      "--set", "evaluate.sampler.spacing=log_snr", "--out", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
-    [res] = json.loads((run_copy / "evaluate" / "metrics.json").read_text())["results"]
+    [res] = json.loads((tmp_path / "m.json").read_text())["results"]
     assert res["sampler"] == "dpmpp_2m(spacing=log_snr)" and res["steps"] == 4
     assert res["denoiser_calls"] == len(create("schedule", "ddpm", num_train_steps=50).chain(4, spacing="log_snr"))
 
@@ -251,7 +265,7 @@ def test_sample_command_refuses_a_bad_context_before_sampling(run_copy, tmp_path
         out = tmp_path / "never.mp4"
         result = CliRunner().invoke(app, ["sample", str(run_copy), "--steps", "2", "--out", str(out), *args])
         text = " ".join(result.output.split())
-        assert result.exit_code == 1 and message in text and "Traceback" not in text, (args, result.output)
+        assert result.exit_code == 2 and message in text and "Traceback" not in text, (args, result.output)
         assert not out.exists() and not out.with_suffix(".safetensors").exists()
     result = CliRunner().invoke(app, ["sample", str(run_copy), "--context-frames", "2"])
     assert result.exit_code == 2 and "--context-frames needs --context" in " ".join(result.output.split())
@@ -272,16 +286,17 @@ def test_an_unknown_sampler_is_refused_before_any_work_with_the_names(command, t
     assert "ddim, ddpm, dpmpp_2m" in " ".join(helped.output.replace("│", " ").split())
 
 
-def test_evaluate_warns_when_generated_latents_are_off_the_training_scale(run_copy):
+def test_evaluate_warns_when_generated_latents_are_off_the_training_scale(run_copy, tmp_path):
     from typer.testing import CliRunner
 
     from vqvdm_core.cli import app
 
+    report = tmp_path / "report.json"
     args = ["evaluate", str(run_copy), "--metrics", "mean_brightness", "--num-samples", "2",
-            "--guidance", "1", "--steps", "2"]
+            "--guidance", "1", "--steps", "2", "--out", str(report)]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    ratio = json.loads((run_copy / "evaluate" / "metrics.json").read_text())["results"][0]["latent_std_ratio"]
+    ratio = json.loads(report.read_text())["results"][0]["latent_std_ratio"]
 
     # Pretend the training latents were 1000x wider: the same samples are then far too narrow.
     record_path = run_copy / "latents" / "stage.json"
@@ -290,7 +305,7 @@ def test_evaluate_warns_when_generated_latents_are_off_the_training_scale(run_co
     record_path.write_text(json.dumps(record))
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
-    shrunk = json.loads((run_copy / "evaluate" / "metrics.json").read_text())["results"][0]["latent_std_ratio"]
+    shrunk = json.loads(report.read_text())["results"][0]["latent_std_ratio"]
     assert shrunk == pytest.approx(ratio / 1000.0, rel=1e-3)
     assert "off the data's scale" in second.output
     assert ("off the data's scale" in first.output) == (not 0.5 <= ratio <= 2.0)
@@ -318,3 +333,79 @@ def test_latent_moments_give_the_std_of_every_value_seen_in_chunks():
     assert moments.count == values.numel()
     assert moments.std == pytest.approx(float(values.double().std(unbiased=False)), rel=1e-9)
     assert math.isnan(LatentMoments().std)
+
+
+# -- one process per run directory; failures on record -------------------------------------------------
+
+
+HOLD_LOCK = """
+import sys, time
+from types import SimpleNamespace
+from vqvdm_core.pipeline.run_dir import RunDir
+with RunDir(SimpleNamespace(output_dir=sys.argv[1], name="tiny")).lock("holder for the test"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_process_is_refused_and_a_dead_holder_is_taken_over(tmp_path, standins):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from vqvdm_core.pipeline.run_dir import RunLockedError
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(output_dir=str(tmp_path / "runs"))))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "runs")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        recipe = load_recipe(path, ["train.tokenizer.steps=2", "train.denoiser.steps=2"])
+        with pytest.raises(RunLockedError, match=rf"in use by another process \(PID {holder.pid}, holder for the test"):
+            run_recipe(recipe, console=quiet())
+        assert not (tmp_path / "runs" / "tiny" / "recipe.yaml").exists()  # nothing written
+    finally:
+        holder.kill()  # SIGKILL: no clean-up; the lock file still names it
+        holder.wait()
+    lock = tmp_path / "runs" / "tiny" / ".lock"
+    assert str(holder.pid) in lock.read_text()
+    record = []
+    console = Console(file=open("/dev/null", "w"), force_terminal=False)
+    console.print = lambda *args, **kwargs: record.append(" ".join(map(str, args)))  # type: ignore[method-assign]
+    run_recipe(recipe, stages=["tokenizer"], console=console)
+    assert any(f"from process {holder.pid}, which is no longer running" in line for line in record)
+    assert not lock.exists()  # released cleanly
+
+
+def test_a_failing_stage_is_recorded_failed_in_its_record_and_the_run_log(tmp_path, standins, monkeypatch):
+    from typer.testing import CliRunner
+
+    import yaml
+
+    from vqvdm_core.cli import app
+    from vqvdm_core.engine.trainer import NonFiniteLossError
+    from vqvdm_core.pipeline import STAGE_FUNCTIONS
+
+    def diverge(ctx):
+        warnings.warn("a warning raised while the stage works")
+        raise NonFiniteLossError("tokenizer: non-finite loss at step 3", step=3)
+
+    monkeypatch.setitem(STAGE_FUNCTIONS, "tokenizer", diverge)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(output_dir=str(tmp_path / "runs"))))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 1  # a failure of the work, not of the input
+    assert "non-finite loss at step 3" in result.output and "Traceback" not in result.output
+    run = tmp_path / "runs" / "tiny"
+    record = json.loads((run / "tokenizer" / "stage.json").read_text())
+    assert record["status"] == "failed" and "NonFiniteLossError: tokenizer: non-finite loss" in record["error"]
+    log = (run / "run.log").read_text()
+    assert "a warning raised while the stage works" in log
+    assert "[tokenizer] failed: NonFiniteLossError" in log and "run stopped" in log
+    assert not (run / "latents").exists()
+    monkeypatch.undo()
+    from vqvdm_core.pipeline.run_dir import RunDir
+
+    assert RunDir(load_recipe(path)).plan("tokenizer", force=False) == "resume"  # a failed stage resumes

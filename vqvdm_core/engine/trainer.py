@@ -49,7 +49,7 @@ from vqvdm_core.engine.ema import EMA
 from vqvdm_core.engine.loader import DataPosition, InfiniteLoader, LoaderError
 from vqvdm_core.engine.logging import MetricsLog, TrainProgress
 from vqvdm_core.engine.optim import build_lr_schedule, build_optimizer, trained_groups
-from vqvdm_core.errors import ComponentError, UserError
+from vqvdm_core.errors import ComponentError, WorkFailure
 from vqvdm_core.interfaces import TrainStep
 from vqvdm_core.recipe import TrainSettings
 from vqvdm_core.seeding import capture_rng_state, derive_seed, fork_rng, restore_rng_state, seed_everything
@@ -63,7 +63,7 @@ CURVES_NAME = "loss_curves.png"
 Validate = Callable[[nn.Module, int], dict[str, float]]
 
 
-class NonFiniteLossError(UserError):
+class NonFiniteLossError(WorkFailure):
     """A loss (or gradient, or weight) became NaN or infinite; training stopped.
 
     ``step`` is the optimizer step, ``group`` the ``TrainStep.losses`` key (or None),

@@ -7,9 +7,11 @@ were made by a different recipe (unless ``force``).
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -51,12 +53,39 @@ def make_context(recipe: Recipe, *, console: Console | None = None,
 
 def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bool = False,
                console: Console | None = None) -> RunContext:
-    """Run ``stages`` (default: the recipe's) in pipeline order; return the context used."""
+    """Run ``stages`` (default: the recipe's) in pipeline order; return the context used.
+
+    The run directory is locked for the duration (a second process refuses, naming this one).
+    Warnings and the final error go to ``run.log`` too; a stage that raises is recorded as
+    ``failed`` with its error in ``stage.json`` (the next run resumes it).
+    """
     from vqvdm_core import distributed as dist
-    from vqvdm_core.seeding import seed_everything
 
     dist.init_from_env()
     ctx = make_context(recipe, console=console)
+    with contextlib.ExitStack() as held:
+        def take_lock() -> str:
+            previous = held.enter_context(ctx.run.lock(f"vqvdm run {recipe.name}"))
+            return previous or ""
+
+        previous = _decided_on_main(take_lock)
+        held.enter_context(_warnings_to_log(ctx))
+        if previous:
+            ctx.say(f"took over {ctx.run.path} from process {previous}, which is no longer running")
+        try:
+            _run_stages(ctx, stages=stages, force=force)
+        except BaseException as exc:
+            if dist.is_main():
+                ctx.log.error(f"run stopped: {type(exc).__name__}: {exc}")
+            raise
+    return ctx
+
+
+def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -> None:
+    from vqvdm_core import distributed as dist
+    from vqvdm_core.seeding import seed_everything
+
+    recipe = ctx.recipe
     wanted = [s for s in STAGES if s in (stages or recipe.stages)]
     if not force:
         # Refuse a recipe that does not match the run's stages before anything is written, so
@@ -80,7 +109,13 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
             continue
         seed_everything(recipe.seed)
         start = time.perf_counter()
-        info = STAGE_FUNCTIONS[stage](ctx)
+        try:
+            info = STAGE_FUNCTIONS[stage](ctx)
+        except BaseException as exc:
+            if dist.is_main():
+                ctx.run.fail(stage, f"{type(exc).__name__}: {exc}")
+                ctx.log.error(f"[{stage}] failed: {type(exc).__name__}: {exc}")
+            raise
         info["seconds"] = round(time.perf_counter() - start, 2)
         if dist.is_main():
             ctx.run.finish(stage, info)
@@ -90,7 +125,23 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
         from vqvdm_core.report import build_report
 
         ctx.say(f"report: {build_report(ctx.run.path)}")
-    return ctx
+
+
+@contextlib.contextmanager
+def _warnings_to_log(ctx: RunContext) -> Iterator[None]:
+    """Python warnings raised while a run works are shown as usual and also written to run.log."""
+    original = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        ctx.log.warning(f"{category.__name__}: {message}")
+        original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
 
 
 def _decided_on_main(decide: Callable[[], str]) -> str:

@@ -2,17 +2,20 @@
 
 Each stage writes ``runs/<name>/<stage>/stage.json`` holding the hash of the recipe parts it depends
 on and its status. A stage whose record is ``done`` with a matching hash is skipped; one whose hash
-differs is refused unless ``--force``; one left ``running`` (interrupted) with a matching hash resumes.
+differs is refused unless ``--force``; one left ``running`` (interrupted) or ``failed`` (with its
+error) with a matching hash resumes. A process working in the run holds ``.lock``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,23 @@ class StageMismatchError(UserError):
     """A stage's outputs exist but were made by a different recipe."""
 
 
+class RunLockedError(UserError):
+    """Another process is working in the run directory."""
+
+
+LOCK_FILE = ".lock"
+"""Held (``flock``) by the process working in a run directory; names that process."""
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    """What a lock file says about its holder (empty when unreadable or empty)."""
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def stage_hash(recipe: Recipe, stage: str) -> str:
     """Hash of the recipe parts ``stage`` depends on, chained with its upstream stage's hash."""
     own = recipe.hash(*STAGE_HASH_PATHS[stage])
@@ -57,10 +77,11 @@ def stage_hash(recipe: Recipe, stage: str) -> str:
 class StageRecord:
     stage: str
     hash: str
-    status: str  # "running" | "done"
+    status: str  # "running" | "done" | "failed"
     started: float
     finished: float | None = None
     info: dict[str, Any] | None = None
+    error: str | None = None
 
 
 class RunDir:
@@ -112,7 +133,7 @@ class RunDir:
                 )
             shutil.rmtree(d)
             return "start"
-        return "skip" if rec.status == "done" else "resume"
+        return "skip" if rec.status == "done" else "resume"  # running (interrupted) or failed
 
     def begin(self, stage: str) -> None:
         rec = self.record(stage)
@@ -124,6 +145,58 @@ class RunDir:
         started = rec.started if rec is not None else time.time()
         self._write_record(StageRecord(stage, stage_hash(self.recipe, stage), "done", started,
                                        time.time(), info or {}))
+
+    def fail(self, stage: str, error: str) -> None:
+        """Mark ``stage`` failed with ``error``; a later run resumes it from its last checkpoint."""
+        rec = self.record(stage)
+        started = rec.started if rec is not None else time.time()
+        self._write_record(StageRecord(stage, stage_hash(self.recipe, stage), "failed", started,
+                                       time.time(), rec.info if rec is not None else None, error))
+
+    @contextlib.contextmanager
+    def lock(self, command: str = "vqvdm") -> Iterator[str | None]:
+        """Hold the run directory for this process; yield the PID of a dead holder taken over, if any.
+
+        Refuses (:class:`RunLockedError`, naming the holder's PID and command) while another live
+        process holds it. The lock is an ``flock`` on ``.lock``, which the operating system releases
+        when its process dies however it dies, so a lock left by a killed process is taken over.
+        """
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): run unlocked
+            yield None
+            return
+        path = self.path / LOCK_FILE
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                holder = _read_holder(path)
+                raise RunLockedError(
+                    f"{self.path} is in use by another process (PID {holder.get('pid', '?')}, "
+                    f"{holder.get('command', 'vqvdm')}, since {holder.get('since', '?')}). Wait for it to "
+                    "finish or stop it; two processes in one run directory would mix their outputs.") from None
+            try:
+                current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)  # the holder released and removed the file while we opened it: take the new one
+        try:
+            previous = _read_holder(path).get("pid")
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "command": command,
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+            try:
+                yield str(previous) if previous not in (None, os.getpid()) else None
+            finally:
+                path.unlink(missing_ok=True)  # released cleanly: nothing stale left behind
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def require(self, stage: str) -> StageRecord:
         """The finished record of ``stage`` or a clear error saying to run it first."""

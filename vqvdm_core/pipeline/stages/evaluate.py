@@ -30,7 +30,9 @@ from vqvdm_core.sampling import sampler_label
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # video (B, 3, T, H, W), labels (B,), fps (B,)
 
 
-def run(ctx: RunContext) -> dict[str, Any]:
+def run(ctx: RunContext, out: Path | None = None) -> dict[str, Any]:
+    """The evaluate stage: generate and score; the report goes to ``out`` (default: the stage's
+    ``metrics.json``, which only the stage itself writes)."""
     e = ctx.recipe.evaluate
     metrics = build_metrics(ctx)
     system = ctx.system(trained=True)
@@ -38,7 +40,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     results = [generate_and_score(ctx, system, metrics, conditions, guidance_scale=scale, sampler=e.sampler,
                                   steps=e.steps)
                for scale in e.guidance_scales or [system.guidance.scale]]
-    return _write_report(ctx, metrics, results, ctx.run.stage_dir("evaluate") / "metrics.json")
+    return _write_report(ctx, metrics, results, out or ctx.run.stage_dir("evaluate") / "metrics.json")
 
 
 def generate_and_score(ctx: RunContext, system: Any, metrics: dict[str, Metric], conditions: Any, *,
