@@ -40,6 +40,18 @@ def debug() -> bool:
     return os.environ.get("VQVDM_DEBUG", "") not in ("", "0", "false", "no")
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure (CPU allocator, CUDA, or Python's MemoryError)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def user_errors(fn: F) -> F:
     """Turn a :class:`UserError` into one message and its exit code (traceback with VQVDM_DEBUG=1)."""
 
@@ -52,6 +64,14 @@ def user_errors(fn: F) -> F:
                 raise
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except (MemoryError, RuntimeError) as exc:
+            if debug() or not _out_of_memory(exc):
+                raise
+            err.print(f"[bold red]error:[/] out of memory ({_first_line(exc)}). The clips, frame size or batch "
+                      "asked for do not fit on this device: lower the batch size (--batch-size, or the "
+                      "recipe's batch_size), the number of frames or the frame size.",
+                      highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -409,3 +410,87 @@ def test_a_failing_stage_is_recorded_failed_in_its_record_and_the_run_log(tmp_pa
     from vqvdm_core.pipeline.run_dir import RunDir
 
     assert RunDir(load_recipe(path)).plan("tokenizer", force=False) == "resume"  # a failed stage resumes
+
+
+# -- files that are not what they claim ----------------------------------------------------------------
+
+
+def _invoke(*args: str):
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result, " ".join(result.output.split())
+
+
+def test_an_output_dir_below_a_file_is_refused(tmp_path, standins):
+    import yaml
+
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the runs folder should be")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(output_dir=str(blocker))))
+    result, text = _invoke("run", str(path))
+    assert result.exit_code == 2 and "Traceback" not in text
+    assert f"{blocker} is a file, not a folder" in text
+    assert blocker.read_text() == "a file where the runs folder should be"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_a_run_directory_that_is_not_writable_is_refused(tmp_path, standins):
+    import yaml
+
+    root = tmp_path / "runs"
+    (root / "tiny").mkdir(parents=True)
+    (root / "tiny").chmod(0o500)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(output_dir=str(root))))
+    try:
+        result, text = _invoke("run", str(path))
+    finally:
+        (root / "tiny").chmod(0o700)
+    assert result.exit_code == 2 and "is not writable" in text
+
+
+@pytest.mark.parametrize("stage, weights", [("tokenizer", "tokenizer.safetensors"),
+                                            ("denoiser", "denoiser.safetensors")])
+def test_weights_of_another_architecture_are_named_and_refused(run_copy, tmp_path, stage, weights):
+    from safetensors.torch import save_file
+
+    target = run_copy / stage / weights
+    save_file({"conv.weight": torch.zeros(3, 3)}, str(target))
+    before = target.read_bytes()
+    result, text = _invoke("sample", str(run_copy), "--steps", "2", "--out", str(tmp_path / "s.mp4"))
+    assert result.exit_code == 2 and "Traceback" not in text, result.output
+    assert str(target) in text and ("does not hold weights" in text or "does not match this system" in text)
+    assert target.read_bytes() == before and not (tmp_path / "s.mp4").exists()
+
+
+def test_a_samples_file_that_is_not_one_is_refused(run_copy, tmp_path):
+    from safetensors.torch import save_file
+
+    text_file = run_copy / "sample" / "notes.safetensors"
+    text_file.write_text("not a samples file")
+    result, text = _invoke("evaluate", str(text_file))
+    assert result.exit_code == 2 and "is not a vqvdm samples file" in text and "Traceback" not in text
+    wrong = run_copy / "sample" / "wrong.safetensors"
+    save_file({"video": torch.zeros(2, 3, 4, 8, 8), "label": torch.zeros(2, dtype=torch.long),
+               "fps": torch.zeros(2)}, str(wrong))  # float video: not 8-bit clips
+    result, text = _invoke("evaluate", str(wrong))
+    assert result.exit_code == 2 and "expected video uint8 (N, 3, T, H, W)" in text
+    assert not (run_copy / "sample" / "wrong.metrics.json").exists()
+
+
+def test_running_out_of_memory_is_one_message(run_copy, tmp_path, monkeypatch):
+    import vqvdm_core.pipeline.generate as generate_module
+
+    def allocate(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 983040000000 bytes.")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(generate_module, "generate", allocate)
+    result, text = _invoke("sample", str(run_copy), "--batch-size", "100000", "--out", str(tmp_path / "s.mp4"))
+    assert result.exit_code == 2 and "out of memory" in text and "lower the batch size" in text
+    assert "Traceback" not in text and "can't allocate memory" in text

@@ -90,7 +90,18 @@ class RunDir:
     def __init__(self, recipe: Recipe, root: str | Path | None = None):
         self.recipe = recipe
         self.path = Path(root if root is not None else recipe.output_dir) / recipe.name
-        self.path.mkdir(parents=True, exist_ok=True)
+        existing = self.path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UserError(f"cannot make the run directory {self.path}: {existing} is a file, not a folder "
+                            "(set output_dir or the run's name to another path)")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot make the run directory {self.path}: {exc.strerror or exc}") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise UserError(f"the run directory {self.path} is not writable")
 
     def stage_dir(self, stage: str) -> Path:
         return self.path / stage

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vqvdm_core.errors import MissingFileError, UserError
@@ -31,6 +32,11 @@ def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     try:
         data = load_file(str(path))
         pixels, labels, fps = data["video"], data["label"], data["fps"]
-    except (KeyError, OSError, ValueError) as exc:
+    except (KeyError, OSError, ValueError, SafetensorError) as exc:
         raise UserError(f"{path} is not a vqvdm samples file (video, label, fps): {exc}") from None
+    if pixels.dtype != torch.uint8 or pixels.ndim != 5 or pixels.shape[1] != 3 or labels.shape != (pixels.shape[0],) \
+            or fps.shape != (pixels.shape[0],):
+        raise UserError(f"{path} is not a vqvdm samples file: expected video uint8 (N, 3, T, H, W) with N labels "
+                        f"and N fps values, got video {pixels.dtype} {tuple(pixels.shape)}, label "
+                        f"{tuple(labels.shape)}, fps {tuple(fps.shape)}")
     return pixels.float() / 127.5 - 1.0, labels, fps
