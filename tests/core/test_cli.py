@@ -123,6 +123,21 @@ def test_debug_env_shows_the_traceback(tmp_path, monkeypatch):
     assert isinstance(result.exception, UserError)
 
 
+def test_the_traceback_is_printed_with_vqvdm_debug_and_only_then():
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "vqvdm_core.cli", "list-components", "--kind", "nope"]
+    env = {k: v for k, v in os.environ.items() if k != "VQVDM_DEBUG"}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert quiet.returncode == 2 and "unknown component kind 'nope'" in quiet.stderr
+    assert "Traceback" not in quiet.stderr + quiet.stdout
+    loud = subprocess.run(command, capture_output=True, text=True, env={**env, "VQVDM_DEBUG": "1"}, timeout=120)
+    assert loud.returncode != 0 and "Traceback (most recent call last)" in loud.stderr
+    assert "unknown component kind 'nope'" in loud.stderr.splitlines()[-1]  # the error ends the traceback
+
+
 def test_module_entry_point_runs(tmp_path):
     import subprocess
     import sys

@@ -209,9 +209,18 @@ def test_unet_config_forms_and_registry_build_the_same_network():
     direct = UNet3D(UNet3D.Config(in_channels=4, channels=8, channel_mults=(1, 2), num_res_blocks=1))
     keywords = tiny_unet(attention_head_dim=32)
     registered = create("denoiser", "unet3d", in_channels=4, channels=8, channel_mults=[1, 2], num_res_blocks=1)
-    sizes = {sum(p.numel() for p in m.parameters()) for m in (direct, keywords, registered)}
-    assert len(sizes) == 1
+    nets = (direct, keywords, registered)
+    shapes = [{k: tuple(v.shape) for k, v in m.state_dict().items()} for m in nets]
+    assert shapes[0] == shapes[1] == shapes[2]  # the same layers, named and shaped alike
     assert isinstance(registered, UNet3D)
+    randomize(direct)
+    for net in (keywords, registered):
+        net.load_state_dict(direct.state_dict())
+    x, t = torch.randn(2, 4, 3, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        reference = direct(x, t)
+        for net in (keywords, registered):
+            torch.testing.assert_close(net(x, t), reference)  # and wired the same way
 
 
 def test_unet_declares_its_prediction_type():

@@ -225,6 +225,26 @@ def test_quantizer_picks_nearest_code_and_computes_eq2_terms():
     assert torch.allclose(out.loss, mse * 1.25)
 
 
+def test_eq2_beta_weighs_the_commitment_term_in_the_gradients():
+    """The two Eq. 2 terms are equal in value, so only gradients show which one beta scales."""
+    vq = _quantizer(beta=0.25)
+    with torch.no_grad():
+        vq.codebook.normal_()
+    z = torch.randn(2, 3, 2, 3, 3, requires_grad=True)
+    out = vq(z)
+    out.loss.backward()
+    flat = z.detach().permute(0, 2, 3, 4, 1).reshape(-1, 3)  # (B t h w, c)
+    idx = out.indices.flatten()
+    q = vq.codebook.detach()[idx]
+    n = flat.numel()
+    # beta ||z_e - sg[e]||^2 moves the encoder output: d/dz = beta * 2 (z - e) / n
+    expected_z = (0.25 * 2 * (flat - q) / n).reshape(2, 2, 3, 3, 3).permute(0, 4, 1, 2, 3)
+    torch.testing.assert_close(z.grad, expected_z)
+    # ||sg[z_e] - e||^2 moves the codebook with weight 1: d/de = 2 (e - z) / n, summed per code
+    expected_codes = torch.zeros_like(vq.codebook).index_add_(0, idx, 2 * (q - flat) / n)
+    torch.testing.assert_close(vq.codebook.grad, expected_codes)
+
+
 def test_straight_through_gradient_is_identity_for_the_latent():
     vq = _quantizer()
     z = torch.randn(1, 3, 2, 2, 2, requires_grad=True)
