@@ -494,3 +494,40 @@ def test_running_out_of_memory_is_one_message(run_copy, tmp_path, monkeypatch):
     result, text = _invoke("sample", str(run_copy), "--batch-size", "100000", "--out", str(tmp_path / "s.mp4"))
     assert result.exit_code == 2 and "out of memory" in text and "lower the batch size" in text
     assert "Traceback" not in text and "can't allocate memory" in text
+
+
+def _say_lines() -> tuple[Console, list[str]]:
+    lines: list[str] = []
+    console = Console(file=open("/dev/null", "w"), force_terminal=False)
+    console.print = lambda *args, **kwargs: lines.append(" ".join(map(str, args)))  # type: ignore[method-assign]
+    return console, lines
+
+
+def test_a_stage_left_running_resumes_from_its_checkpoint_and_is_then_done(run_copy):
+    record_path = run_copy / "denoiser" / "stage.json"
+    record = json.loads(record_path.read_text())
+    record.update(status="running", finished=None, info=None)  # as a killed run leaves it
+    record_path.write_text(json.dumps(record))
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run_copy / "denoiser" / "denoiser.safetensors"))
+    console, lines = _say_lines()
+    run_recipe(load_recipe(run_copy / "recipe.yaml", [f"output_dir={run_copy.parent}"]), console=console)
+    assert "[denoiser] resuming" in lines and "[tokenizer] up to date, skipped" in lines
+    assert json.loads(record_path.read_text())["status"] == "done"
+    # It resumed at its last checkpoint (the final step): no further training, the same weights.
+    resumed = load_file(str(run_copy / "denoiser" / "denoiser.safetensors"))
+    assert resumed.keys() == weights.keys() and all(torch.equal(resumed[k], weights[k]) for k in weights)
+
+
+def test_a_stage_folder_without_its_record_is_refused_unless_forced(run_copy):
+    (run_copy / "denoiser" / "stage.json").unlink()
+    kept = sorted(p.name for p in (run_copy / "denoiser").iterdir())
+    recipe = load_recipe(run_copy / "recipe.yaml", [f"output_dir={run_copy.parent}"])
+    with pytest.raises(StageMismatchError, match="exists but has no stage record; refusing to overwrite"):
+        run_recipe(recipe, console=quiet())
+    assert sorted(p.name for p in (run_copy / "denoiser").iterdir()) == kept
+    console, lines = _say_lines()
+    run_recipe(recipe, console=console, force=True)
+    assert "[denoiser] starting" in lines
+    assert json.loads((run_copy / "denoiser" / "stage.json").read_text())["status"] == "done"

@@ -129,3 +129,14 @@ def test_sinusoidal_embedding_accepts_integer_steps():
     out = emb(torch.tensor([0, 999]))
     assert out.shape == (2, 5) and out.dtype == torch.float32
     torch.testing.assert_close(out, emb(torch.tensor([0.0, 999.0])))
+
+
+def test_fps_dropout_replaces_the_fps_by_null_fps_at_its_rate():
+    fps = FPSConditioner(emb_dim=8, dropout=0.25, null_fps=-1.0)
+    values = torch.full((20000,), 12.0)
+    dropped = fps.drop(values, generator=torch.Generator().manual_seed(0))
+    assert set(dropped.unique().tolist()) == {-1.0, 12.0}
+    assert abs(float((dropped == -1.0).float().mean()) - 0.25) < 0.01
+    assert torch.equal(fps.null(3, device="cpu"), torch.full((3,), -1.0))
+    never = FPSConditioner(emb_dim=8)  # the paper never drops the FPS
+    assert torch.equal(never.drop(values, generator=torch.Generator().manual_seed(0)), values)

@@ -220,3 +220,15 @@ def test_clip_x0_clamps_the_x0_estimate_and_keeps_eps_consistent_with_it():
     unclipped = DDPMSchedule().sample(lambda x, t: torch.full_like(x, 2.0), (3, 2), prediction_type="x0",
                                       steps=10, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(unclipped, torch.full((3, 2), 2.0))
+
+
+def test_clip_x0_clamps_the_estimate_and_keeps_eps_consistent_with_it():
+    abar = 0.36  # alpha 0.6, sigma 0.8
+    x_t = torch.tensor([[3.0, -0.2]])
+    eps_prediction = torch.tensor([[-2.0, 0.5]])  # x0 = (x_t - 0.8 eps) / 0.6 = [7.67, -1.0]
+    free = DDPMSchedule().predict_x0_eps(eps_prediction, x_t, abar, "epsilon")
+    clipped = DDPMSchedule(clip_x0=1.0).predict_x0_eps(eps_prediction, x_t, abar, "epsilon")
+    torch.testing.assert_close(free[0], torch.tensor([[23.0 / 3.0, -1.0]]))
+    torch.testing.assert_close(clipped[0], torch.tensor([[1.0, -1.0]]))
+    torch.testing.assert_close(clipped[1], (x_t - 0.6 * clipped[0]) / 0.8)  # eps follows the clamped x0
+    torch.testing.assert_close(clipped[1][0, 1], free[1][0, 1])  # unclamped entries keep their eps

@@ -639,3 +639,29 @@ def test_identity_tokenizer_round_trips_pixels_and_has_nothing_to_train():
     assert list(tok.parameters()) == [] and not tok.trainable
     assert tok.optimizer_groups() == {}
     assert tok.training_step({"video": video}, step=0).losses == {}
+
+
+def test_eq5_weights_scale_the_l2_and_vq_terms_of_the_generator_loss():
+    video = moving_squares(2)
+    losses = {}
+    for name, weights in {"base": dict(l2_weight=1.0, vq_weight=1.0), "l2x3": dict(l2_weight=3.0, vq_weight=1.0),
+                          "vq0": dict(l2_weight=1.0, vq_weight=0.0)}.items():
+        tok = tiny(**weights).eval()
+        step = tok.training_step({"video": video}, step=0)
+        losses[name] = (float(step.losses["generator"].detach()), step.logs)
+    base, logs = losses["base"]
+    l2, vq = logs["l2"], logs["vq"]
+    assert base == pytest.approx(l2 + vq, rel=1e-5)
+    assert losses["l2x3"][0] == pytest.approx(3 * l2 + vq, rel=1e-5)
+    assert losses["vq0"][0] == pytest.approx(l2, rel=1e-5)
+
+
+def test_the_perceptual_weight_adds_lpips_to_the_generator_loss():
+    video = moving_squares(1)
+    with pytest.warns(UserWarning, match="RANDOM VGG16"):
+        tok = tiny(perceptual_weight=0.5, perceptual_pretrained=False).eval()
+    step = tok.training_step({"video": video}, step=0)
+    logs = step.logs
+    assert logs["perceptual"] > 0
+    assert float(step.losses["generator"].detach()) == pytest.approx(logs["l2"] + logs["vq"] + 0.5 * logs["perceptual"],
+                                                            rel=1e-5)
