@@ -162,9 +162,18 @@ def list_components(
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Import each component and show its Config fields."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    check: bool = typer.Option(True, "--check/--no-check",
+                               help="Import each plug-in module in a child process (a few seconds) to "
+                               "tell 'available' from 'broken'; --no-check lists them 'unchecked'."),
 ) -> None:
-    """List the registered components (without importing them unless --verbose)."""
+    """List the registered components: 'available' (imports, checked in a child process), 'loaded',
+    'broken' (with the error), 'duplicate' or 'unchecked'; --verbose imports and validates each here."""
     entries = REGISTRY.try_load_all(kind) if verbose else REGISTRY.entries(kind)
+    imported: dict[str, str | None] = {}
+    if check and not verbose:
+        pending = [e for e in entries if e.obj is None and e.error is None and e.conflict is None
+                   and not static_problem(e.target)]
+        imported = REGISTRY.check_imports(pending)
     rows = []
     for e in entries:
         row: dict[str, Any] = {
@@ -182,6 +191,10 @@ def list_components(
             problem = static_problem(e.target)
             if problem:
                 row["status"], row["error"] = "broken", problem
+            elif e.target not in imported:
+                row["status"] = "unchecked"  # not imported here, and the child did not get to it
+            elif imported[e.target] is not None:
+                row["status"], row["error"] = "broken", imported[e.target]
         if e.conflict is not None:
             row["error"] = f"also provided by {e.conflict.provider}"
         if verbose and e.obj is not None:
@@ -193,7 +206,7 @@ def list_components(
     table = Table(title="vqvdm components", show_lines=verbose)
     for col in ("kind", "name", "distribution", "summary", "status"):
         table.add_column(col, overflow="fold")
-    styles = {"broken": "red", "duplicate": "red", "loaded": "green", "available": ""}
+    styles = {"broken": "red", "duplicate": "red", "loaded": "green", "available": "", "unchecked": "yellow"}
     for row in rows:
         summary = row["summary"]
         if "error" in row:

@@ -15,6 +15,10 @@ import difflib
 import importlib.machinery
 import importlib.util
 import inspect
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -160,6 +164,26 @@ def static_docstring(target: str) -> str | None:
     return ast.get_docstring(node) if node is not None else None
 
 
+_CHECK_MARK = "vqvdm-import-check "
+_CHECK_IMPORTS = f"""
+import importlib, json, sys
+for target in json.loads(sys.stdin.read()):
+    module, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in filter(None, attr.split(".")):
+            obj = getattr(obj, part)
+        error = None
+    except SystemExit as exc:
+        error = "SystemExit: the module called sys.exit(%r) when imported" % (exc.code,)
+    except BaseException as exc:
+        error = "%s: %s" % (type(exc).__name__, exc)
+    sys.stdout.write({_CHECK_MARK!r} + json.dumps([target, error]) + "\\n")
+    sys.stdout.flush()
+"""
+"""The child of :meth:`Registry.check_imports`: one marked JSON line ``[target, error]`` per target."""
+
+
 def static_problem(target: str) -> str | None:
     """Why ``module:Class`` certainly cannot be imported, judged from source only (or None)."""
     return _static_class(target)[1]
@@ -270,6 +294,11 @@ class Registry:
             try:
                 assert entry._entry_point is not None
                 obj = entry._entry_point.load()
+            except SystemExit as exc:  # a plug-in that exits at import must not take this process down
+                entry.error = f"SystemExit: the module called sys.exit({exc.code!r}) when imported"
+                raise ComponentError(
+                    f"{kind} '{name}' from {entry.provider} failed to import: {entry.error}"
+                ) from None
             except Exception as exc:  # any failure of third-party code is reported, never fatal
                 entry.error = f"{type(exc).__name__}: {exc}"
                 raise ComponentError(
@@ -292,6 +321,33 @@ class Registry:
                 except ComponentError:
                     pass
         return out
+
+    def check_imports(self, entries: Iterable[Entry], *, timeout: float = 60.0) -> dict[str, str | None]:
+        """Import the targets of ``entries`` in a child process; ``target -> None`` (it imports) or
+        its error. Nothing is imported here, so a module that raises, exits or hangs cannot harm
+        this process; targets the child did not reach (it died, or ``timeout`` seconds passed) are
+        left out. Checks importability only (:meth:`load` also checks the interface)."""
+        targets = sorted({e.target for e in entries})
+        if not targets:
+            return {}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        try:
+            proc = subprocess.run([sys.executable, "-c", _CHECK_IMPORTS], input=json.dumps(targets),
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+            output = proc.stdout
+        except subprocess.TimeoutExpired as exc:
+            output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        results: dict[str, str | None] = {}
+        for line in output.splitlines():
+            if not line.startswith(_CHECK_MARK):
+                continue  # whatever a module printed while it was imported
+            try:
+                target, error = json.loads(line[len(_CHECK_MARK):])
+            except (ValueError, TypeError):
+                continue
+            if target in targets:
+                results[target] = error
+        return results
 
     # -- building --------------------------------------------------------------------------
 

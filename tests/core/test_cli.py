@@ -185,3 +185,34 @@ def test_non_finite_numbers_in_a_recipe_are_errors_with_their_paths(tmp_path, st
     assert "sample.fps.1: Input should be greater than 0" in output
     assert "evaluate.guidance_scales.0: Input should be a finite number" in output
     assert "guidance.scale: Input should be a finite number" in output
+
+
+def test_list_components_checks_imports_in_a_child_and_survives_a_plugin_that_exits(make_distribution):
+    import os
+    import subprocess
+    import sys
+
+    from vqvdm_core.registry import GROUPS
+
+    site = make_distribution("acme-broken", "0.1", {GROUPS["schedule"]: {
+        "fine": "fake_plugins.components:TinySchedule",
+        "raises": "fake_plugins.broken:NeverDefined",
+        "exits": "fake_plugins.exits:Exits",
+    }})
+    env = {k: v for k, v in os.environ.items() if k not in ("VQVDM_DEBUG", "PYTHONPATH")}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(Path(__file__).parent)])
+
+    def listing(*extra: str) -> dict[str, dict]:
+        proc = subprocess.run([sys.executable, "-m", "vqvdm_core.cli", "list-components", "--kind", "schedule",
+                               "--json", *extra], capture_output=True, text=True, env=env, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        return {row["name"]: row for row in json.loads(proc.stdout)}
+
+    rows = listing()
+    assert rows["fine"]["status"] == "available" and rows["ddpm"]["status"] == "available"
+    assert rows["raises"]["status"] == "broken" and "libfoo" in rows["raises"]["error"]
+    assert rows["exits"]["status"] == "broken" and "sys.exit(3)" in rows["exits"]["error"]
+    unchecked = listing("--no-check")
+    assert {unchecked[name]["status"] for name in ("fine", "raises", "exits")} == {"unchecked"}
+    verbose = listing("--verbose")  # imports here: the exiting module is caught, not obeyed
+    assert verbose["exits"]["status"] == "broken" and verbose["fine"]["status"] == "loaded"
