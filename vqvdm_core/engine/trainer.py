@@ -170,7 +170,7 @@ class Trainer:
         validate: Validate | None = None,
         description: str = "train",
         console: Console | None = None,
-        compile_backend: str = "inductor",
+        compile_backend: str | Callable[..., Any] = "inductor",
     ):
         name = type(model).__name__
         if not (isinstance(model, nn.Module) and callable(getattr(model, "optimizer_groups", None))
