@@ -146,8 +146,34 @@ def test_precision_probe_times_both_precisions_and_says_which_is_faster():
     probe = precision_probe(torch.device("cpu"), channels=4)
     assert probe["fp32_ms"] > 0 and probe["bf16_ms"] > 0
     assert probe["bf16_over_fp32"] == pytest.approx(probe["bf16_ms"] / probe["fp32_ms"])
-    assert probe["bf16_faster"] == (probe["bf16_ms"] < 0.9 * probe["fp32_ms"])
     assert isinstance(probe["cpu_native_bf16"], bool)
+
+
+@pytest.mark.parametrize("fp32_ms, bf16_ms, faster", [(1.0, 3.0, False), (3.0, 1.0, True), (1.0, 0.95, False)])
+def test_precision_probe_decides_from_each_precisions_own_timing(monkeypatch, fp32_ms, bf16_ms, faster):
+    """A clock that makes every bf16 convolution take bf16_ms and every fp32 one fp32_ms."""
+    import vqvdm_core.bench as bench
+
+    entered: list[str] = []
+    real_autocast = bench.autocast
+
+    def recording_autocast(device, precision):
+        entered.append(precision)
+        return real_autocast(device, precision)
+
+    now = [0.0]
+
+    def clock() -> float:  # each read moves on by the current precision's time: start and end differ by it
+        now[0] += (bf16_ms if entered[-1] == "bf16" else fp32_ms) / 1e3
+        return now[0]
+
+    monkeypatch.setattr(bench, "autocast", recording_autocast)
+    monkeypatch.setattr(bench.time, "perf_counter", clock)
+    probe = precision_probe(torch.device("cpu"), channels=4)
+    monkeypatch.undo()
+    assert entered == ["fp32", "bf16"]  # each timed under its own autocast
+    assert probe["fp32_ms"] == pytest.approx(fp32_ms) and probe["bf16_ms"] == pytest.approx(bf16_ms)
+    assert probe["bf16_faster"] is faster  # bf16 must be > 10 % faster to be chosen
 
 
 # -- chunked decoding ---------------------------------------------------------------------------

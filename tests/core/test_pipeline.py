@@ -56,11 +56,37 @@ def test_every_stage_writes_its_artefacts(tiny_run):
 
 
 def test_latents_stage_records_scale_and_classes(tiny_run):
+    from safetensors.torch import load_file
+
     _, run = tiny_run
     info = json.loads((run / "latents" / "stage.json").read_text())["info"]
     assert info["count"] == 8 and info["num_classes"] == 2
     assert info["latent_shape"] == [2, 4, 4, 4]
-    assert info["scale"] == pytest.approx(1.0 / info["latent_std"])
+    # The record's std is the cached latents' own, and the denoiser was trained and saved with its scale.
+    cached = load_file(str(run / "latents" / "latents.safetensors"))
+    assert info["latent_std"] == pytest.approx(float(cached["latent"].std()), rel=1e-6)
+    assert info["scale"] == pytest.approx(1.0 / float(cached["latent"].std()), rel=1e-6)
+    saved = load_file(str(run / "denoiser" / "denoiser.safetensors"))
+    assert float(saved["latent_scale"]) == pytest.approx(info["scale"], rel=1e-6)
+
+
+def test_the_evaluate_report_holds_what_its_clips_score(tiny_run, standins):
+    from vqvdm_core.pipeline import open_run
+    from vqvdm_core.pipeline.conditions import cycle
+    from vqvdm_core.pipeline.stages.evaluate import build_metrics, generate_and_score
+
+    recipe, run = tiny_run
+    report = json.loads((run / "evaluate" / "metrics.json").read_text())
+    ctx = open_run(run, console=quiet())
+    system = ctx.system(trained=True)
+    conditions = cycle(ctx.latents_meta(), recipe.evaluate.num_samples, fps=recipe.sample.fps)
+    for stored in report["results"]:
+        again = generate_and_score(ctx, system, build_metrics(ctx), conditions, guidance_scale=stored["guidance_scale"],
+                                   sampler=recipe.evaluate.sampler, steps=recipe.evaluate.steps)
+        assert again["values"] == stored["values"]  # the same seeded clips, the same numbers
+        assert again["latent_std_ratio"] == pytest.approx(stored["latent_std_ratio"])
+    brightness = [r["values"]["mean_brightness"]["mean"] for r in report["results"]]
+    assert brightness[0] != brightness[1]  # the two guidance scales gave different clips
 
 
 def test_rerun_of_the_same_recipe_skips_every_stage(tiny_run, tmp_path, standins):
