@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vqvdm_core.errors import RecipeError, UserError
+from vqvdm_core.errors import RecipeError, UserError, brief
 from vqvdm_core.recipe import STAGES, load_recipe
 from vqvdm_core.registry import KINDS, REGISTRY, static_problem
 
@@ -48,10 +48,6 @@ def _out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 def user_errors(fn: F) -> F:
     """Turn a :class:`UserError` into one message and its exit code (traceback with VQVDM_DEBUG=1)."""
 
@@ -67,7 +63,7 @@ def user_errors(fn: F) -> F:
         except (MemoryError, RuntimeError) as exc:
             if debug() or not _out_of_memory(exc):
                 raise
-            err.print(f"[bold red]error:[/] out of memory ({_first_line(exc)}). The clips, frame size or batch "
+            err.print(f"[bold red]error:[/] out of memory ({brief(exc)}). The clips, frame size or batch "
                       "asked for do not fit on this device: lower the batch size (--batch-size, or the "
                       "recipe's batch_size), the number of frames or the frame size.",
                       highlight=False, markup=True, soft_wrap=True)
@@ -169,11 +165,11 @@ def list_components(
     """List the registered components: 'available' (imports, checked in a child process), 'loaded',
     'broken' (with the error), 'duplicate' or 'unchecked'; --verbose imports and validates each here."""
     entries = REGISTRY.try_load_all(kind) if verbose else REGISTRY.entries(kind)
+    unloaded = [e for e in entries if not verbose and e.obj is None and e.error is None and e.conflict is None]
+    problems = {e.target: static_problem(e.target) for e in unloaded}  # parsed from source, once each
     imported: dict[str, str | None] = {}
-    if check and not verbose:
-        pending = [e for e in entries if e.obj is None and e.error is None and e.conflict is None
-                   and not static_problem(e.target)]
-        imported = REGISTRY.check_imports(pending)
+    if check:
+        imported = REGISTRY.check_imports([e for e in unloaded if not problems[e.target]])
     rows = []
     for e in entries:
         row: dict[str, Any] = {
@@ -187,8 +183,8 @@ def list_components(
         }
         if e.error:
             row["error"] = e.error
-        elif not verbose and e.obj is None and e.conflict is None:
-            problem = static_problem(e.target)
+        elif e.target in problems:
+            problem = problems[e.target]
             if problem:
                 row["status"], row["error"] = "broken", problem
             elif e.target not in imported:

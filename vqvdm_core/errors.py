@@ -44,3 +44,10 @@ class ComponentError(UserError):
 
 class MissingFileError(UserError):
     """A data set, checkpoint or weight file that is not where the recipe says."""
+
+
+def brief(exc: BaseException, *, lines: int = 1, limit: int = 300) -> str:
+    """The first ``lines`` lines of an exception's text (e.g. a long ``load_state_dict`` error),
+    joined and cut to ``limit`` characters; the exception's type name when it has no text."""
+    text = " ".join(str(exc).strip().splitlines()[:lines]) or type(exc).__name__
+    return text[:limit]

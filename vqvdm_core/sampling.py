@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
+from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import ComponentError, UserError
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ __all__ = [
     "SPACINGS",
     "SPACING_HELP",
     "DenoiseFn",
+    "SamplerConfig",
     "SamplerStep",
     "SamplingChain",
     "Spacing",
@@ -57,6 +60,13 @@ SPACINGS: tuple[str, ...] = ("uniform", "trailing", "karras", "log_snr")
 SPACING_HELP = ("how the schedule spaces the chain's levels: uniform (the paper's respacing), trailing, "
                 "karras or log_snr (see vqvdm_core.sampling.respace)")
 """The description of a sampler Config's ``spacing`` field."""
+
+class SamplerConfig(ComponentConfig):
+    """Base of a sampler plug-in's ``Config``: the ``spacing`` every sampler takes (subclasses add
+    their own options, or change the default with ``spacing: Spacing = Field("karras", ...)``)."""
+
+    spacing: Spacing = Field("uniform", description=SPACING_HELP)
+
 
 DenoiseFn = Callable[[Tensor, int], tuple[Tensor, Tensor]]
 """``denoise(x, i) -> (x0, eps)``: the model's estimates for state ``x`` at chain level ``i``."""

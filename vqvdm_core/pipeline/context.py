@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.errors import MissingFileError, UserError, brief
 from vqvdm_core.interfaces import VideoDataset, VideoTokenizer
 from vqvdm_core.pipeline.run_dir import RunDir
 from vqvdm_core.recipe import Recipe
@@ -60,7 +60,7 @@ class RunContext:
                 tok.load_state_dict(load_weights(path))
             except RuntimeError as exc:  # missing / unexpected keys or other shapes
                 raise UserError(f"{path} does not hold weights of this recipe's tokenizer "
-                                f"({self.recipe.tokenizer.name}): {_first_line(exc)}") from None
+                                f"({self.recipe.tokenizer.name}): {brief(exc, lines=2)}") from None
         tok.requires_grad_(False).eval()
         return tok.to(self.device)
 
@@ -91,11 +91,6 @@ class RunContext:
         """What the latents stage recorded: scale, clip shape, classes, FPS values."""
         rec = self.run.require("latents")
         return rec.info or {}
-
-
-def _first_line(exc: Exception) -> str:
-    """The first two lines of a (long) load_state_dict error."""
-    return " ".join(str(exc).strip().splitlines()[:2])
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

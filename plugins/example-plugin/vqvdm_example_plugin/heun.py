@@ -15,11 +15,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Sampler
 from vqvdm_core.sampling import (
     SPACING_HELP,
     DenoiseFn,
+    SamplerConfig,
     SamplingChain,
     Spacing,
     StepCallback,
@@ -30,7 +30,7 @@ from vqvdm_core.sampling import (
 class Heun(Sampler):
     """Heun's second-order ODE sampler (Karras et al. 2022, Alg. 1): 2 calls per level."""
 
-    class Config(ComponentConfig):
+    class Config(SamplerConfig):
         spacing: Spacing = Field("karras", description=SPACING_HELP + "; karras: Karras et al.'s own")
 
     def __init__(self, config: "Heun.Config | None" = None, **overrides):

@@ -8,13 +8,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Sampler
 from vqvdm_core.sampling import (
-    SPACING_HELP,
     DenoiseFn,
+    SamplerConfig,
     SamplingChain,
-    Spacing,
     StepCallback,
     gaussian_like,
     notify,
@@ -24,10 +22,9 @@ from vqvdm_core.sampling import (
 class DDIMSampler(Sampler):
     """DDIM: move along the model's noise direction; eta sets the fresh noise (0: deterministic)."""
 
-    class Config(ComponentConfig):
+    class Config(SamplerConfig):
         eta: float = Field(0.0, ge=0.0, description="noise: 0 = deterministic (an ODE solver), 1 = the "
                            "ancestral step's variance")
-        spacing: Spacing = Field("uniform", description=SPACING_HELP)
 
     def __init__(self, config: "DDIMSampler.Config | None" = None, **overrides):
         self.config = self.resolve_config(config, overrides)

@@ -9,13 +9,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Sampler
 from vqvdm_core.sampling import (
-    SPACING_HELP,
     DenoiseFn,
+    SamplerConfig,
     SamplingChain,
-    Spacing,
     StepCallback,
     gaussian_like,
     notify,
@@ -25,10 +23,9 @@ from vqvdm_core.sampling import (
 class DDPMSampler(Sampler):
     """Ancestral DDPM: draw each level from q(x_prev | x_t, x0_hat) (stochastic, one call per level)."""
 
-    class Config(ComponentConfig):
+    class Config(SamplerConfig):
         variance: Literal["posterior", "beta"] = Field(
             "posterior", description="step variance: the true posterior's (fixed small) or beta (fixed large)")
-        spacing: Spacing = Field("uniform", description=SPACING_HELP)
 
     def __init__(self, config: "DDPMSampler.Config | None" = None, **overrides):
         self.config = self.resolve_config(config, overrides)

@@ -11,13 +11,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Sampler
 from vqvdm_core.sampling import (
-    SPACING_HELP,
     DenoiseFn,
+    SamplerConfig,
     SamplingChain,
-    Spacing,
     StepCallback,
     gaussian_like,
     notify,
@@ -27,10 +25,9 @@ from vqvdm_core.sampling import (
 class DPMSolverPP2M(Sampler):
     """DPM-Solver++(2M): second-order multistep solver on x0 estimates (ODE; SDE with eta > 0)."""
 
-    class Config(ComponentConfig):
+    class Config(SamplerConfig):
         eta: float = Field(0.0, ge=0.0, le=1.0, description="0: the ODE solver (deterministic); 1: "
                            "SDE-DPM-Solver++(2M), fresh noise at every level")
-        spacing: Spacing = Field("uniform", description=SPACING_HELP)
 
     def __init__(self, config: "DPMSolverPP2M.Config | None" = None, **overrides):
         self.config = self.resolve_config(config, overrides)

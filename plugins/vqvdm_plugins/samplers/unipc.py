@@ -16,13 +16,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Sampler
 from vqvdm_core.sampling import (
-    SPACING_HELP,
     DenoiseFn,
+    SamplerConfig,
     SamplingChain,
-    Spacing,
     StepCallback,
     notify,
 )
@@ -31,11 +29,10 @@ from vqvdm_core.sampling import (
 class UniPC(Sampler):
     """UniPC: the UniP-2 multistep predictor with the UniC corrector (deterministic, 1 call per level)."""
 
-    class Config(ComponentConfig):
+    class Config(SamplerConfig):
         corrector: bool = Field(True, description="apply UniC after each step (no extra denoiser call)")
         variant: Literal["bh1", "bh2"] = Field(
             "bh2", description="B(h): bh1 = h, bh2 = e^h - 1 (Zhao et al. recommend bh2 for guided sampling)")
-        spacing: Spacing = Field("uniform", description=SPACING_HELP)
 
     def __init__(self, config: "UniPC.Config | None" = None, **overrides):
         self.config = self.resolve_config(config, overrides)
