@@ -10,12 +10,23 @@ The engine does not wrap models in ``DistributedDataParallel``: a model with sev
 groups (a GAN) runs several backward passes per forward, which DDP's reducer does not support.
 Instead each group's gradients are averaged with :func:`all_reduce_gradients` right before that
 group's optimizer steps -- the same average DDP computes, once per optimizer step.
+
+**One batch, any number of processes.** While the engine runs a training step it marks the code as
+computing one process's contiguous share of a global batch (:func:`global_batch_share`). Inside it,
+:func:`draw_for_global_batch` makes a random draw for the whole global batch and keeps this process's
+rows -- every process holds the same generator state, so sample ``i`` of the global batch gets the
+same noise, time step or dropout decision whichever process holds it and however many there are --
+and :func:`batch_share` / :func:`batch_sum` let a component normalise by, or pick rows from, the
+global batch. Outside a training step (validation, sampling, a user's own loop) they behave as for
+one process.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -28,9 +39,13 @@ __all__ = [
     "all_reduce_gradients",
     "all_reduce_mean",
     "barrier",
+    "batch_share",
+    "batch_sum",
     "broadcast_module",
     "broadcast_tensors",
     "cleanup",
+    "draw_for_global_batch",
+    "global_batch_share",
     "init_from_env",
     "is_distributed",
     "is_main",
@@ -192,3 +207,53 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# One global batch shared by the processes
+# --------------------------------------------------------------------------------------------
+
+_SHARE: ContextVar[tuple[int, int]] = ContextVar("vqvdm_batch_share", default=(0, 1))
+
+
+@contextmanager
+def global_batch_share() -> Iterator[None]:
+    """Mark the block as computing this process's share of a global batch: rank ``r`` of ``W`` holds
+    rows ``[r * b, (r + 1) * b)`` of a batch of ``W * b`` (the engine's loader guarantees this layout
+    and the equal shares). The trainer wraps every ``training_step`` call in it."""
+    token = _SHARE.set((rank(), world_size()))
+    try:
+        yield
+    finally:
+        _SHARE.reset(token)
+
+
+def batch_share() -> tuple[int, int]:
+    """``(index, count)``: this process's place among the processes sharing the batch being computed;
+    ``(0, 1)`` outside :func:`global_batch_share` or when alone."""
+    return _SHARE.get()
+
+
+def draw_for_global_batch(draw: Callable[[int], Tensor], local_size: int) -> Tensor:
+    """``draw(global_size)[this process's rows]``: a random draw for the whole global batch, of which
+    this process keeps its ``local_size`` rows (dim 0).
+
+    Every process calls it in the same order from the same generator state, so all of them draw the
+    same global tensor and row ``i`` is the one a single process would draw for sample ``i``. Alone
+    (or outside a training step) this is ``draw(local_size)``, the same draw as before.
+    """
+    index, count = batch_share()
+    if count == 1:
+        return draw(local_size)
+    full = draw(local_size * count)
+    return full[index * local_size:(index + 1) * local_size]
+
+
+def batch_sum(tensor: Tensor) -> Tensor:
+    """The element-wise sum of a (detached) ``tensor`` over the processes sharing the batch: the
+    global batch's total of a per-share total (identity alone or outside a training step)."""
+    if batch_share()[1] == 1:
+        return tensor
+    work = tensor.detach().to(_comm_device(tensor), copy=True)
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return work.to(tensor.device)

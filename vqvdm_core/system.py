@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import Tensor, nn
 
+from vqvdm_core import distributed as dist
 from vqvdm_core.errors import ComponentError, UserError
 from vqvdm_core.interfaces import (
     NO_LABEL,
@@ -181,7 +182,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
                 raise UserError(f"{type(cond).__name__} reads the batch field '{cond.field}', which is missing")
             values = torch.as_tensor(batch_fields[cond.field], device=self.device)
             if mode == "train":
-                values = cond.drop(values, generator=generator)
+                values = _drop_for_global_batch(cond, values, generator)
             elif mode == "uncond" and cond.guided:
                 values = cond.null(values.shape[0], device=values.device)
             emb = cond(values)
@@ -193,8 +194,12 @@ class LatentVideoDiffusion(nn.Module, Trainable):
     def training_step(self, batch: Mapping[str, Any], *, step: int) -> TrainStep:
         """DDPM loss (Eqs. 7-8): MSE between the denoiser output and the schedule's target."""
         z0 = self.scaled_latent(batch)
-        t = self.schedule.sample_timesteps(z0.shape[0], device=z0.device)
-        noise = torch.randn_like(z0)
+        b = z0.shape[0]
+        # Each draw is made for the global batch and this process keeps its rows (alone: the plain
+        # draw), so the run does not depend on how many processes share the batch.
+        t = dist.draw_for_global_batch(lambda n: self.schedule.sample_timesteps(n, device=z0.device), b)
+        noise = dist.draw_for_global_batch(
+            lambda n: torch.randn((n, *z0.shape[1:]), device=z0.device, dtype=z0.dtype), b)
         z_t = self.schedule.add_noise(z0, noise, t)
         emb = self.embed(batch, mode="train")
         target = self.schedule.training_target(z0, noise, t, self.denoiser.prediction_type)
@@ -203,11 +208,16 @@ class LatentVideoDiffusion(nn.Module, Trainable):
             loss = F.mse_loss(prediction.float(), target.float())
             return TrainStep(losses={"denoiser": loss}, logs={"loss": float(loss.detach())})
         # Frame conditioning: some clips get a clean known prefix; the loss covers the other frames.
-        known = known_prefix(z0, rate=self.denoiser.known_frames_rate)
+        lengths = dist.draw_for_global_batch(
+            lambda n: known_lengths(n, z0.shape[2], rate=self.denoiser.known_frames_rate, device=z0.device), b)
+        known = known_input_of_lengths(z0, lengths)
         prediction = self.denoiser(z_t, t, emb, known=known)
         unknown = 1.0 - known[:, -1:]  # (B, 1, T, h, w)
         squared = (prediction.float() - target.float()).pow(2) * unknown
-        loss = squared.sum() / (unknown.sum() * z0.shape[1]).clamp_min(1.0)
+        # The mean over the global batch's unknown frames: normalised by the processes' mean count,
+        # the loss averaged over processes is the one a single process computes.
+        count = dist.batch_sum(unknown.sum()) / dist.batch_share()[1]
+        loss = squared.sum() / (count * z0.shape[1]).clamp_min(1.0)
         return TrainStep(losses={"denoiser": loss},
                          logs={"loss": float(loss.detach()),
                                "known_fraction": float(1.0 - unknown.mean())})
@@ -524,13 +534,34 @@ def known_input(known: Tensor, length: int) -> Tensor:
 def known_prefix(z0: Tensor, *, rate: float, generator: torch.Generator | None = None) -> Tensor:
     """Training's ``known`` input for clean latents ``z0`` ``(B, c, T, h, w)``: each clip, with
     probability ``rate``, gets a known prefix of ``1 .. T - 1`` frames (uniform); the rest none."""
+    lengths = known_lengths(z0.shape[0], z0.shape[2], rate=rate, device=z0.device, generator=generator)
+    return known_input_of_lengths(z0, lengths)
+
+
+def known_lengths(batch_size: int, frames: int, *, rate: float, device: torch.device | str,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """``(B,)`` known-prefix lengths: with probability ``rate`` uniform in ``1 .. frames - 1``, else 0."""
+    chosen = (torch.rand(batch_size, generator=generator, device=device) < rate) & (frames > 1)
+    return torch.randint(1, max(2, frames), (batch_size,), generator=generator, device=device) * chosen
+
+
+def known_input_of_lengths(z0: Tensor, lengths: Tensor) -> Tensor:
+    """The ``known`` input ``(B, c + 1, T, h, w)`` that keeps the first ``lengths[i]`` frames of clip ``i``."""
     b, c, frames, h, w = z0.shape
-    device = z0.device
-    chosen = (torch.rand(b, generator=generator, device=device) < rate) & (frames > 1)
-    lengths = torch.randint(1, max(2, frames), (b,), generator=generator, device=device) * chosen
-    mask = (torch.arange(frames, device=device)[None, :] < lengths[:, None]).to(z0.dtype)  # (B, T)
+    mask = (torch.arange(frames, device=z0.device)[None, :] < lengths[:, None]).to(z0.dtype)  # (B, T)
     mask = mask[:, None, :, None, None]  # (B, 1, T, 1, 1)
     return torch.cat([z0 * mask, mask.expand(b, 1, frames, h, w)], dim=1)
+
+
+def _drop_for_global_batch(cond: Conditioner, values: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``cond.drop(values)`` drawn for the global batch: the conditioner sees a batch of the global
+    size whose rows at this process's place are ``values`` (the others are copies of them, never kept)."""
+    b = values.shape[0]
+
+    def drop(n: int) -> Tensor:
+        return cond.drop(values.repeat(n // b, *([1] * (values.dim() - 1))), generator=generator)
+
+    return dist.draw_for_global_batch(drop, b)
 
 
 def _short(keys: list[str], limit: int = 5) -> str:

@@ -348,3 +348,13 @@ def test_collate_clips_stacks_video_fps_and_label() -> None:
     scaled = collate_clips([{"video": torch.full((3, 1, 2, 2), 255, dtype=torch.uint8), "fps": 1.0,
                              "label": 0}])
     assert torch.equal(scaled["video"], torch.ones(1, 3, 1, 2, 2))
+
+
+def test_a_skip_warning_reaches_the_terminal_once(video_tree: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("from vqvdm_plugins.datasets import VideoFolder\n"
+            f"VideoFolder(root={str(video_tree)!r}, frames=4, size=16, index_cache={str(tmp_path / 'c')!r})\n")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert shown.count("skipped 2 of 6 videos") == 1, shown

@@ -14,6 +14,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import default_collate
 
+from vqvdm_core.distributed import draw_for_global_batch
 from vqvdm_core.engine import Trainer
 from vqvdm_core.interfaces import Trainable, TrainStep
 from vqvdm_core.recipe import TrainSettings
@@ -69,8 +70,8 @@ class ToyGAN(nn.Module, Trainable):
     def losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """The two losses on ``batch`` (used by the tests as an independent reference)."""
         x, y = batch["x"], batch["y"]
-        if self.noise:
-            x = x + 0.01 * torch.randn_like(x)
+        if self.noise:  # drawn for the global batch: the same per sample on any number of processes
+            x = x + 0.01 * draw_for_global_batch(lambda n: torch.randn(n, *x.shape[1:]), x.shape[0])
         fake = self.generator(x)
         self.seen_dtype = fake.dtype
         g_loss = F.softplus(-self.discriminator(fake)).mean()

@@ -665,3 +665,12 @@ def test_the_perceptual_weight_adds_lpips_to_the_generator_loss():
     assert logs["perceptual"] > 0
     assert float(step.losses["generator"].detach()) == pytest.approx(logs["l2"] + logs["vq"] + 0.5 * logs["perceptual"],
                                                             rel=1e-5)
+
+
+def test_the_random_backbone_warning_reaches_the_terminal_once():
+    import subprocess
+    import sys
+
+    code = "from vqvdm_plugins.vqgan3d.perceptual import PerceptualLoss\nPerceptualLoss(pretrained=False)\n"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert shown.count("RANDOM VGG16") == 1, shown

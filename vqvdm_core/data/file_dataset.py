@@ -22,7 +22,6 @@ are warned there but not added to the main process's dict.
 from __future__ import annotations
 
 import abc
-import logging
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -51,7 +50,6 @@ __all__ = [
     "FrameFolderDataset",
 ]
 
-log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 16
 """Videos tried for one item before giving up (each failure is skipped and warned)."""
@@ -198,7 +196,6 @@ class FileClipDataset(VideoDataset):
         kind = "missing" if isinstance(exc, MissingFileError) else "unreadable"
         self.skip(path, f"{kind}: {exc}")
         message = f"skipping {path} ({kind}: {exc}); another video stands in"
-        log.warning(message)
         warnings.warn(message, DataWarning, stacklevel=3)
 
     def _clip(self, record: VideoRecord, clip: int) -> dict[str, Any]:
@@ -243,7 +240,6 @@ class FileClipDataset(VideoDataset):
         message = (f"{type(self).__name__}: skipped {len(self.skipped)} of {candidates} videos "
                    f"under {self.root} ({', '.join(f'{n} {w}' for w, n in sorted(self.skip_counts().items()))})"
                    f"; e.g. {examples}. The full list is in dataset.skipped.")
-        log.warning(message)
         warnings.warn(message, DataWarning, stacklevel=3)
 
 

@@ -24,8 +24,10 @@ the other groups' backward passes. See ``docs/engine.md``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +54,7 @@ from vqvdm_core.engine.optim import build_lr_schedule, build_optimizer, trained_
 from vqvdm_core.errors import ComponentError, WorkFailure
 from vqvdm_core.interfaces import TrainStep
 from vqvdm_core.recipe import TrainSettings
-from vqvdm_core.seeding import capture_rng_state, derive_seed, fork_rng, restore_rng_state, seed_everything
+from vqvdm_core.seeding import capture_rng_state, fork_rng, restore_rng_state, seed_everything
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer"]
 
@@ -216,6 +218,7 @@ class Trainer:
         self._last_lr: dict[str, float] = {}
         self._grad_norms: dict[str, float] = {}
         self._last_saved_step: int | None = None
+        self._warned_streams = False
 
     # -- public API --------------------------------------------------------------------------
 
@@ -228,8 +231,9 @@ class Trainer:
             dist.barrier()
             return self._result()
         if not resumed:
-            # Rank 0 uses the seed itself; other ranks get independent streams.
-            seed_everything(self.seed if self.rank == 0 else derive_seed(self.seed, "rank", self.rank))
+            # The same stream on every process: random draws are made for the global batch and each
+            # process keeps its rows (vqvdm_core.distributed.draw_for_global_batch).
+            seed_everything(self.seed)
         dist.broadcast_module(self.model)
 
         s = self.settings
@@ -299,7 +303,7 @@ class Trainer:
         keys: list[str] | None = None
         for micro in range(accum):
             batch = _to_device(next(loader), self.device)
-            with autocast(self.device, self.settings.precision):
+            with autocast(self.device, self.settings.precision), dist.global_batch_share():
                 out = self._step_fn(batch, step=self.step)
             losses, logs = self._check_output(out)
             if keys is None:
@@ -428,7 +432,7 @@ class Trainer:
 
     def _log(self, window: _Window, loader: InfiniteLoader, progress: TrainProgress) -> None:
         span = time.perf_counter() - window.t0
-        means = window.means()
+        means = self._global_means(window.means())
         record: dict[str, Any] = {
             "tag": "train", "step": self.step, "time": round(self._elapsed(), 3),
             "epoch": loader.position.epoch,
@@ -439,6 +443,26 @@ class Trainer:
         self.metrics.write(record)
         self.history.append(record)
         progress.update(self.step, {k[len("loss/"):]: v for k, v in means.items() if k.startswith("loss/")})
+
+    def _global_means(self, means: dict[str, float]) -> dict[str, float]:
+        """``means`` averaged over processes (the model's logged terms are each process's own; losses,
+        gradient norms and rates are already the same everywhere). Also checks that the processes'
+        random streams still agree, which global-batch draws rely on."""
+        if self.world_size == 1:
+            return means
+        gathered = dist.all_gather_object((list(means), _stream_fingerprint()))
+        shared = [k for k in means if all(k in keys for keys, _ in gathered)]
+        if shared:
+            averaged = dist.all_reduce_mean(torch.tensor([means[k] for k in shared], dtype=torch.float64))
+            means = {**means, **dict(zip(shared, averaged.tolist()))}
+        if len({fingerprint for _, fingerprint in gathered}) > 1 and not self._warned_streams:
+            self._warned_streams = True
+            warnings.warn(
+                f"{self.description}: the processes' random generators diverged by step {self.step}: a "
+                "component draws randomness differently on different processes (use "
+                "vqvdm_core.distributed.draw_for_global_batch), so this run's result depends on the "
+                "number of processes", RuntimeWarning, stacklevel=2)
+        return means
 
     def _run_validation(self, progress: TrainProgress) -> None:
         """Call ``validate`` on rank 0 with EMA weights, eval mode, no grad, forked RNG."""
@@ -551,8 +575,29 @@ class Trainer:
         if int(rng["world_size"]) == self.world_size:
             restore_rng_state(rng["ranks"][self.rank])
         else:
-            seed_everything(derive_seed(self.seed, "resume", self.step, self.rank))
+            # Every process of a run holds the same stream, so rank 0's continues the run on any
+            # number of processes (a checkpoint of an older version, whose ranks drew independent
+            # streams, continues from rank 0's).
+            restore_rng_state(_on_this_device(rng["ranks"][0]))
             if self.is_main:
                 self.console.print(f"{self.description}: checkpoint written by {rng['world_size']} "
-                                   f"process(es), resumed by {self.world_size}: random streams reseeded")
+                                   f"process(es), resumed by {self.world_size}")
         return True
+
+
+def _stream_fingerprint() -> str:
+    """A short digest of this process's CPU (and current CUDA device's) generator state."""
+    digest = hashlib.blake2b(torch.get_rng_state().numpy().tobytes(), digest_size=8)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        digest.update(torch.cuda.get_rng_state().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _on_this_device(state: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0's generator state with its first CUDA device's stream moved to this process's device
+    (each process draws on its own device, rank 0 on its first)."""
+    cuda = state.get("cuda")
+    if not cuda or not torch.cuda.is_available():
+        return state
+    states = [cuda[0]] * torch.cuda.device_count()
+    return {**state, "cuda": states}

@@ -14,7 +14,6 @@ loss is then not perceptual.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -22,11 +21,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from vqvdm_core import distributed as dist
 from vqvdm_core.errors import MissingFileError
 
 __all__ = ["VGG16_FILENAME", "VGG16_URL", "PerceptualLoss", "build_lpips", "vgg16_weights_path"]
 
-log = logging.getLogger(__name__)
 
 VGG16_FILENAME = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILENAME}"
@@ -107,7 +106,6 @@ class PerceptualLoss(nn.Module):
             message = ("LPIPS perceptual loss with a RANDOM VGG16 backbone (perceptual_pretrained: "
                        "false): it is not a perceptual loss; use it only for tests and CPU demos.")
             warnings.warn(message, stacklevel=3)
-            log.warning(message)
         # Built on first use: encoding, decoding and sampling never pay for the VGG.
         self.lpips: nn.Module | None = None
 
@@ -125,7 +123,9 @@ class PerceptualLoss(nn.Module):
         b, _, t, _, _ = real.shape
         if self.frames is not None and self.frames < t:
             # The same random frames of each clip in real and fake: (B, k) indices per clip.
-            idx = torch.rand(b, t, device=real.device).argsort(dim=1)[:, : self.frames]
+            # (drawn for the global batch when several processes share it: see vqvdm_core.distributed)
+            scores = dist.draw_for_global_batch(lambda n: torch.rand(n, t, device=real.device), b)
+            idx = scores.argsort(dim=1)[:, : self.frames]
             rows = torch.arange(b, device=real.device)[:, None]
             real = rearrange(real, "b c t h w -> b t c h w")[rows, idx]  # (B, k, C, H, W)
             fake = rearrange(fake, "b c t h w -> b t c h w")[rows, idx]

@@ -16,6 +16,9 @@ in our measurements):
 * ``dead_code_threshold``: after each training batch, entries whose running usage (mean number of
   vectors assigned per batch, decay ``ema_decay``) fell below the threshold are re-seeded with
   encoder vectors of that batch (TATS uses 1.0).
+
+With several processes, usage counts and EMA sums are summed over processes and initial and
+re-seeded rows are drawn from the global batch, so the codebook is the one a single process learns.
 * ``l2_normalize``: nearest neighbour by cosine similarity; latents and codes are unit vectors.
 
 The distance computation always runs in float32, with autocast switched off, and in chunks so that
@@ -31,6 +34,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+
+from vqvdm_core.distributed import batch_share, batch_sum
 
 __all__ = ["QuantizerOutput", "VectorQuantizer"]
 
@@ -161,16 +166,31 @@ class VectorQuantizer(nn.Module):
     # -- training-time updates -----------------------------------------------------------------
 
     def _sample_rows(self, flat: Tensor, n: int) -> Tensor:
-        """``n`` rows of ``flat`` drawn at random (with replacement when short), slightly jittered so
-        copies of one vector do not tie."""
-        idx = torch.randint(0, flat.shape[0], (n,), device=flat.device)
-        rows = flat[idx]
+        """``n`` rows of the batch's vectors drawn at random (with replacement), slightly jittered so
+        copies of one vector do not tie.
+
+        When several processes share the batch (``flat`` is this process's share), the rows are drawn
+        from the global batch: every process draws the same global row numbers, fills in the rows it
+        holds and the sum over processes assembles them, so each process gets the rows one process
+        would have drawn.
+        """
+        index, count = batch_share()
+        local = flat.shape[0]
+        idx = torch.randint(0, local * count, (n,), device=flat.device)  # rows of the global batch
+        if count == 1:
+            rows = flat[idx]
+        else:
+            mine = (idx // local) == index
+            rows = torch.zeros(n, flat.shape[1], device=flat.device, dtype=flat.dtype)
+            rows[mine] = flat[idx[mine] - index * local]
+            rows = batch_sum(rows)
         noise = torch.randn_like(rows) * (0.01 / self.code_dim ** 0.5) * rows.abs().mean().clamp_min(1e-3)
         rows = rows + noise
         return F.normalize(rows, dim=1) if self.l2_normalize else rows
 
     def _sync_from_rank0(self) -> None:
-        if _distributed():
+        """Outside a training step's shared batch (a user's own distributed loop), rank 0's draw wins."""
+        if _distributed() and batch_share()[1] == 1:
             for buf in (self.codebook, getattr(self, "ema_sum", None), getattr(self, "ema_count", None),
                         self.usage):
                 if buf is not None:
