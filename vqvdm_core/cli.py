@@ -1,4 +1,5 @@
-"""The ``vqvdm`` command line: list components, validate and run recipes, sample, evaluate, report.
+"""The ``vqvdm`` command line: list components, validate and run recipes, sample, evaluate, report,
+export.
 
 A user mistake (bad recipe, missing file, unknown component) prints one clear message and exits
 non-zero without a traceback; ``VQVDM_DEBUG=1`` shows the traceback as well.
@@ -10,13 +11,16 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Literal, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vqvdm_core.errors import RecipeError, UserError, brief
@@ -27,7 +31,6 @@ app = typer.Typer(
     name="vqvdm",
     help="Latent video diffusion with a 3D VQGAN (VQ-VDM) from swappable plug-in components.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 out = Console()
@@ -58,7 +61,7 @@ def user_errors(fn: F) -> F:
         except UserError as exc:
             if debug():
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except (MemoryError, RuntimeError) as exc:
             if debug() or not _out_of_memory(exc):
@@ -73,6 +76,42 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+StageChoice = Enum("StageChoice", {name: name for name in STAGES}, type=str)  # type: ignore[misc]
+"""The pipeline's stages as a fixed choice (listed in --help and completed by the shell)."""
+
+DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default: the recipe's device)."
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+
+
+def _device(value: str | None) -> str | None:
+    """Refuse a device that is not of a known form before any work (whether it exists is checked
+    when it is used)."""
+    if value is not None and not _DEVICE.fullmatch(value.strip().lower()):
+        raise typer.BadParameter(f"'{value}' is not a device; use {DEVICE_HELP.split(' (')[0]}")
+    return value
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    import torch
+
+    names = ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count())), "mps"]
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def _complete_sampler(incomplete: str) -> list[str]:
+    return [n for n in REGISTRY.names("sampler") if n.startswith(incomplete)]
+
+
+def _device_option() -> Any:
+    return typer.Option(None, "--device", help=DEVICE_HELP, callback=_device,
+                        autocompletion=_complete_device)
+
+
+def _sampler_option() -> Any:
+    return typer.Option(None, "--sampler", help=_sampler_help(), callback=_check_sampler,
+                        autocompletion=_complete_sampler)
 
 
 def _sampler_help() -> str:
@@ -136,14 +175,16 @@ def _root(
 
 
 def _config_fields(cls: type) -> list[dict[str, Any]]:
+    """Each Config field: name, type as a recipe author reads it (choices, tuple shapes, bounds),
+    default and description."""
+    from vqvdm_core.recipe_docs import field_type
+
     fields = []
     for name, info in cls.Config.model_fields.items():  # type: ignore[attr-defined]
-        annotation = info.annotation
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
         default = None if info.is_required() else info.get_default(call_default_factory=True)
         fields.append({
             "name": name,
-            "type": type_name,
+            "type": field_type(info),
             "default": default,
             "required": info.is_required(),
             "description": info.description or "",
@@ -207,13 +248,26 @@ def list_components(
         summary = row["summary"]
         if "error" in row:
             summary = f"{summary}\n[red]{row['error']}[/]" if summary else f"[red]{row['error']}[/]"
-        if "config" in row:
-            lines = [f"  {f['name']}: {f['type']} = {f['default']!r}" for f in row["config"]]
-            summary = summary + "\n" + "\n".join(lines)
         status = row["status"]
         table.add_row(row["kind"], row["name"], row["distribution"], summary,
                       f"[{styles[status]}]{status}[/]" if styles[status] else status)
     out.print(table)
+    for row in rows:
+        if row.get("config") is not None:
+            out.print(f"\n[bold]{row['kind']} {row['name']}[/] [dim]({escape(row['target'])})[/]")
+            for f in row["config"] or []:
+                value = "[i]required[/]" if f["required"] else escape(_shown(f["default"]))
+                out.print(f"  [bold]{f['name']}[/]: {escape(f['type'])} = {value}", soft_wrap=True)
+                if f["description"]:
+                    out.print(f"      {escape(f['description'])}", style="dim", soft_wrap=True)
+
+
+def _shown(value: Any) -> str:
+    """A default as a recipe would spell it (JSON), else its repr."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except TypeError:
+        return repr(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +280,9 @@ def list_components(
 def validate(
     recipes: list[Path] = typer.Argument(..., help="Recipe files."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
+    check_data: bool = typer.Option(
+        False, "--check-data", help="Also check that the data folders, split files and weight files the "
+        "recipe's stages need exist (looks only; takes a second)."),
 ) -> None:
     """Validate recipes, reporting every problem at once (exit 0 valid, 2 invalid)."""
     bad = 0
@@ -234,9 +291,19 @@ def validate(
             recipe = load_recipe(path, set_)
         except RecipeError as exc:
             bad += 1
-            err.print(f"[red]✗[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]✗[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             continue
         parts = ", ".join(f"{kind}={spec.name}" for _, kind, spec in recipe.components())
+        if check_data:
+            from vqvdm_core.pipeline.preflight import missing_files
+
+            problems = missing_files(recipe, stages=recipe.stages)
+            if problems:
+                bad += 1
+                err.print(f"[red]✗[/] {path}: valid, but its stages would not find:\n  " + "\n  ".join(problems),
+                          highlight=False, soft_wrap=True, markup=False)
+                continue
+            parts += "; data and weight files found"
         out.print(f"[green]✓[/] {path}: valid ({parts})", highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(2)
@@ -246,9 +313,9 @@ def validate(
 @user_errors
 def run(
     recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="Recipe file."),
-    stage: list[str] = typer.Option([], "--stage", help=f"Run only these stages ({', '.join(STAGES)})."),
+    stage: list[StageChoice] = typer.Option([], "--stage", help="Run only these stages (repeatable)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto."),
+    device: Optional[str] = _device_option(),
     force: bool = typer.Option(False, "--force", help="Overwrite stage outputs made by another recipe."),
 ) -> None:
     """Run a recipe's stages in order into runs/<name>/ (skipping stages already done)."""
@@ -256,17 +323,15 @@ def run(
     recipe = load_recipe(recipe_path, overrides)
     from vqvdm_core.pipeline import run_recipe
 
-    for s in stage:
-        if s not in STAGES:
-            raise UserError(f"unknown stage '{s}'; stages are: {', '.join(STAGES)}")
-    run_recipe(recipe, stages=stage or None, force=force, console=out)
+    run_recipe(recipe, stages=[s.value for s in stage] or None, force=force, console=out)
 
 
 @app.command()
 @user_errors
 def sample(
     run_or_ckpt: Path = typer.Argument(..., metavar="RUN_OR_CKPT",
-                                       help="A run directory, or a file inside one."),
+                                       help="A run directory (or a file inside one), or a pipeline folder "
+                                       "made by `vqvdm export`."),
     num: int = typer.Option(1, "--num", "-n", min=1, help="Clips per (label, fps) pair."),
     label: list[int] = typer.Option([], "--label", "-l", help="Class index (repeatable; default all)."),
     fps: list[float] = typer.Option([], "--fps", help="FPS value (repeatable; default the data's).",
@@ -275,14 +340,14 @@ def sample(
                                              callback=_finite),
     steps: Optional[int] = typer.Option(None, "--steps", min=1,
                                         help="Sampling steps (respaced; default: the recipe's sample.steps)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help=_sampler_help(),
-                                          callback=_check_sampler),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    sampler: Optional[str] = _sampler_option(),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed and settings give the same clips."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Clips denoised at once."),
     out_path: Path = typer.Option(Path("samples.mp4"), "--out", "-o",
                                   help="Grid video (.mp4 or .gif); the other format is written beside it."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 autocast."),
+    device: Optional[str] = _device_option(),
+    precision: Literal["fp32", "bf16", "fp16"] = typer.Option("fp32", "--precision",
+                                                            help="Autocast precision (fp16: CUDA only)."),
     frames: Optional[int] = typer.Option(
         None, "--frames", min=1, help="Frames per clip (default: the trained length). Longer clips are "
         "generated window by window, each conditioned on the end of the one before."),
@@ -307,27 +372,26 @@ def sample(
         help="Guidance scale on the known frames (history guidance) for a denoiser trained with "
         "known_frames: 1 = off; default: the recipe's sample.known_guidance."),
 ) -> None:
-    """Generate a grid of clips from a trained run (MP4 and GIF); long clips with --frames, continue a
-    given clip with --context."""
+    """Generate a grid of clips from a trained run or an exported pipeline (MP4 and GIF); long clips with
+    --frames, continue a given clip with --context."""
     import torch
 
-    from vqvdm_core.pipeline import open_run
     from vqvdm_core.pipeline.conditions import grid
     from vqvdm_core.pipeline.context_clip import load_context, mark_generated
     from vqvdm_core.pipeline.generate import generate
+    from vqvdm_core.pipeline.sample_source import open_sample_source
     from vqvdm_core.pipeline.samples_file import save_samples
     from vqvdm_core.video_io import write_grid
 
     if context is None and context_frames is not None:
         raise typer.BadParameter("--context-frames needs --context", param_hint="--context-frames")
-    ctx = open_run(run_or_ckpt, [f"device={device}"] if device else [], console=out)
-    meta = ctx.latents_meta()
-    system = ctx.system(trained=True)
+    source = open_sample_source(run_or_ckpt, device=device, console=out)  # a run or an exported pipeline
+    meta, system, defaults = source.meta, source.system, source.settings
     clip_frames = system.clip_shape[0]
     given = None
     if context is not None:
         k = context_frames or clip_frames // 2
-        clip = load_context(context, ctx, context_frames=k, max_frames=max(frames or clip_frames, k))
+        clip = load_context(context, source.run, context_frames=k, max_frames=max(frames or clip_frames, k))
         fps_values = list(fps) or ([clip.fps] if clip.fps is not None else [])
         if not fps_values and any(c.field == "fps" for c in system.conditioners):
             raise UserError(f"--context {clip.source} has no frame rate: pass --fps")
@@ -343,13 +407,13 @@ def sample(
         if frames is not None or overlap is not None:
             system.plan(frames=frames, overlap=overlap)
     _check_writable(out_path)
-    built = system.resolve_sampler(sampler if sampler is not None else ctx.recipe.sample.sampler)
+    built = system.resolve_sampler(sampler if sampler is not None else defaults.sampler)
     video = torch.cat([v for _, v in generate(
-        system, conditions, batch_size=batch_size, steps=steps or ctx.recipe.sample.steps, sampler=built,
-        guidance_scale=guidance, seed=seed, device=ctx.device, precision=precision, console=out,
+        system, conditions, batch_size=batch_size, steps=steps or defaults.steps, sampler=built,
+        guidance_scale=guidance, seed=seed, device=source.device, precision=precision, console=out,
         frames=frames, context=given, overlap=overlap, known_frames=known_frames,
         reconstruction_weight=reconstruction_weight,
-        known_guidance=known_guidance if known_guidance is not None else ctx.recipe.sample.known_guidance)])
+        known_guidance=known_guidance if known_guidance is not None else defaults.known_guidance)])
     shown, captions = video, conditions.captions
     nrow = max(1, len(set(conditions.fps)) * num)
     if context is not None:
@@ -374,16 +438,11 @@ def sample(
 
 def _check_writable(path: Path) -> None:
     """Refuse an output path whose folder cannot take it, before any sampling."""
-    folder = path.parent if str(path.parent) else Path(".")
+    from vqvdm_core.paths import check_can_write
+
     if path.is_dir():
         raise UserError(f"--out {path} is a directory; give a file name such as {path / 'samples.mp4'}")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"--out {path}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {path}: the folder {existing} is not writable")
+    check_can_write(path, what="--out")
 
 
 @app.command()
@@ -393,14 +452,14 @@ def evaluate(
                                   help="A run directory, or a samples.safetensors file inside one."),
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated metric names (default: the recipe's)."),
-    num_samples: Optional[int] = typer.Option(None, "--num-samples", min=1),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", min=1,
+                                              help="Clips generated per guidance scale (default: the recipe's)."),
     guidance: list[float] = typer.Option([], "--guidance", "-w", help="Guidance scale (repeatable).",
                                          callback=_finite),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps (respaced)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help=_sampler_help(),
-                                          callback=_check_sampler),
+    sampler: Optional[str] = _sampler_option(),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: Optional[str] = _device_option(),
     out_path: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Report file (default: beside the evaluate stage's metrics.json, named by "
         "the settings; never the stage's own file)."),
@@ -413,7 +472,7 @@ def evaluate(
     <name>.metrics.json beside the file. Real clips for FVD / KVD come from the recipe of the run the
     file belongs to.
     """
-    from vqvdm_core.pipeline import open_run
+    from vqvdm_core.pipeline import check_files, open_run
     from vqvdm_core.pipeline.stages import evaluate as evaluate_stage
 
     # --sampler first, so that --set evaluate.sampler.<option>=... can refine it.
@@ -434,11 +493,13 @@ def evaluate(
         _check_writable(out_path)
     if target.is_file():
         written = out_path or target.with_name(f"{target.stem}.metrics.json")
-        evaluate_stage.score_samples(ctx, target, written)
+        with ctx.loggers:  # the recipe's experiment loggers get the scores; closed even on failure
+            evaluate_stage.score_samples(ctx, target, written)
     else:
         key = ctx.recipe.hash("evaluate", "guidance", "data.val", "sample.fps")[:8]
         written = out_path or ctx.run.stage_dir("evaluate") / f"metrics-{key}.json"
-        with ctx.run.lock("vqvdm evaluate"):
+        check_files(ctx, ["evaluate"])  # metric weights, real clips, logger packages: before any work
+        with ctx.run.lock("vqvdm evaluate"), ctx.loggers:
             evaluate_stage.run(ctx, out=written)
     out.print(f"wrote {written}")
 
@@ -452,6 +513,22 @@ def report(run_dir: Path = typer.Argument(..., metavar="RUN", help="A run direct
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
     out.print(f"wrote {build_report(run_dir)}")
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="A trained run directory (or a file inside one)."),
+    out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="The pipeline folder to write (new or empty)."),
+    force: bool = typer.Option(False, "--force", help="Replace a pipeline already exported to OUT_DIR."),
+) -> None:
+    """Write a trained run as a self-contained pipeline folder (safetensors weights, JSON configs, an index
+    with sha256s, a README model card) for LatentVideoDiffusion.from_pretrained and `vqvdm sample OUT_DIR`."""
+    from vqvdm_core.pipeline.export import export_run
+
+    written = export_run(run_dir, out_dir, force=force)
+    out.print(f"wrote {written} (load it with LatentVideoDiffusion.from_pretrained, or `vqvdm sample {written}`)",
+              highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,10 +549,10 @@ def bench(
                                                   "as Table 3's 64 vs 128)."),
     num: int = typer.Option(1, "--num", "-n", min=1, help="Clips sampled per pass."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override: dotted.path=value (repeatable)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto."),
-    precision: str = typer.Option("auto", "--precision",
-                                  help="auto (bf16 only where a probe finds it faster), fp32, bf16, fp16."),
-    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = _device_option(),
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = typer.Option(
+        "auto", "--precision", help="auto: bf16 only where a probe finds it faster than fp32."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the sampled noise."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="torch CPU threads (default: torch's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
@@ -483,8 +560,6 @@ def bench(
     """Time sampling of the recipe's latent system against pixel space (the paper's Table 3)."""
     from vqvdm_core.bench import print_report, run_bench
 
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise UserError(f"unknown precision '{precision}'; use auto, fp32, bf16 or fp16")
     recipe = load_recipe(recipe_path, set_)
     report = run_bench(recipe, steps=steps, repeats=repeats, pixel_steps=min(pixel_steps, steps),
                        pixel_size=pixel_size, clips=num, device=device, precision=precision,

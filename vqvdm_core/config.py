@@ -9,9 +9,14 @@ resolved recipe written beside a run all describe the same object::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+
+FilePurpose = Literal["train", "use"]
+"""What a component's files are needed for: ``"train"`` (training it) or ``"use"`` (anything else:
+encoding, sampling, scoring, reading data)."""
 
 
 class ComponentConfig(BaseModel):
@@ -43,3 +48,12 @@ class Configurable:
         if overrides:
             return cls.Config(**{**config.model_dump(), **overrides})
         return config
+
+    @classmethod
+    def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
+        """The files and folders this component, built from ``config``, needs for ``purpose`` and
+        would not find: one message each, saying what is missing, where it was looked for and how to
+        get it ([] when everything is there). It only looks, never loads: ``vqvdm validate
+        --check-data`` and the start of ``vqvdm run`` call it so that a missing weight file or data
+        folder is reported in a second, not when the stage that needs it starts."""
+        return []

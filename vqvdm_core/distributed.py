@@ -1,7 +1,7 @@
 """Multi-process training: the process group from ``torchrun``'s environment, and the few collectives
 the engine needs.
 
-Launched as ``torchrun --nproc_per_node N -m vqvdm ...`` (or any launcher that sets ``RANK``,
+Launched as ``torchrun --nproc_per_node N -m vqvdm_core run RECIPE`` (or any launcher that sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``), :func:`init_from_env` joins
 the process group: NCCL when CUDA is available, gloo otherwise (``VQVDM_DIST_BACKEND`` overrides).
 Launched as a plain ``python``, every function here is a no-op for a world of one process.

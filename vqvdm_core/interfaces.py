@@ -19,6 +19,7 @@ import abc
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -40,6 +41,8 @@ __all__ = [
     "Metric",
     "Sampler",
     "VideoDataset",
+    "ExperimentLogger",
+    "RunInfo",
     "ModelFn",
 ]
 
@@ -112,6 +115,13 @@ class VideoTokenizer(Configurable, nn.Module, Trainable):
     def trainable(self) -> bool:
         """False for tokenizers with nothing to learn (``identity``): the tokenizer stage is skipped."""
         return any(p.requires_grad for p in self.parameters())
+
+    def inference_config(self) -> ComponentConfig:
+        """This tokenizer's config with what only training uses switched off (loss networks, a
+        discriminator), encoding and decoding unchanged. An exported pipeline
+        (:mod:`vqvdm_core.pretrained`) stores the tokenizer with this config and only the weights a
+        tokenizer built from it has, so it carries no training-only weights. Default: the config as is."""
+        return self.config
 
     @property
     def decode_context(self) -> int | None:
@@ -465,6 +475,57 @@ class VideoDataset(Configurable, torch.utils.data.Dataset, abc.ABC):
             yield self[i]
 
 
+# --------------------------------------------------------------------------------------------
+# Experiment logger
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run an :class:`ExperimentLogger` records: its name, its directory and its settings."""
+
+    name: str
+    """The recipe's run name."""
+    directory: Path
+    """The run directory (``runs/<name>/``); a logger that writes files puts them under it by default."""
+    config: dict[str, Any]
+    """The resolved recipe (every default filled, JSON-safe): the run's config / hyper-parameters."""
+
+
+class ExperimentLogger(Configurable, abc.ABC):
+    """A sink for what a run measures: an experiment tracker (TensorBoard, W&B, MLflow) or a file.
+
+    Every scalar a stage records (each ``metrics.jsonl`` record of the training stages, the
+    evaluate stage's metrics) reaches :meth:`log_scalars`, tagged with the stage it comes from;
+    validation and sample videos reach :meth:`log_video`. Only the main process (rank 0) logs.
+    :meth:`open` is called once before the first value and :meth:`close` once at the end of the
+    command, also when it fails.
+    """
+
+    kind: ClassVar[str] = "logger"
+
+    @abc.abstractmethod
+    def open(self, run: RunInfo) -> None:
+        """Start recording ``run``; record ``run.config`` as the run's config (hyper-parameters).
+
+        Import an optional dependency here (or at module level) and raise an error naming the
+        package to install when it is missing."""
+
+    @abc.abstractmethod
+    def log_scalars(self, values: Mapping[str, float], *, step: int, stage: str) -> None:
+        """Record ``values`` (``{"loss/generator": 0.12, "val/mse": 0.03}``) at ``step`` of ``stage``
+        (``tokenizer``, ``denoiser``, ``evaluate``...). Steps count from each stage's start."""
+
+    def log_video(self, name: str, path: Path, *, step: int, stage: str, fps: float) -> None:
+        """Record the video file ``path`` (``.gif`` or ``.mp4``) as ``name`` at ``step`` of ``stage``.
+        The default ignores it (a sink without videos)."""
+        return None
+
+    def close(self, *, failed: bool = False) -> None:
+        """Flush and release everything; ``failed`` when the command stopped on an error."""
+        return None
+
+
 INTERFACES: dict[str, type] = {
     "tokenizer": VideoTokenizer,
     "denoiser": Denoiser,
@@ -474,6 +535,7 @@ INTERFACES: dict[str, type] = {
     "guidance": Guidance,
     "metric": Metric,
     "dataset": VideoDataset,
+    "logger": ExperimentLogger,
 }
 """Kind name -> the interface its components must implement."""
 

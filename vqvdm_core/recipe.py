@@ -236,6 +236,7 @@ COMPONENT_SLOTS: tuple[tuple[str, str, bool], ...] = (
     ("train.tokenizer.val_metrics", "metric", True),
     ("train.denoiser.val_metrics", "metric", True),
     ("evaluate.metrics", "metric", True),
+    ("loggers", "logger", True),
 )
 """Where a recipe holds component nodes: ``(path, kind, is a list of nodes)``."""
 
@@ -261,6 +262,10 @@ class Recipe(Strict):
     latents: LatentSettings = Field(default_factory=LatentSettings)
     sample: SampleSettings = Field(default_factory=SampleSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    loggers: list[ComponentSpec] = Field(
+        default_factory=list, description="experiment trackers that also receive every logged scalar, the "
+        "validation and sample videos and this recipe, e.g. [tensorboard] or [csv, {name: wandb, project: "
+        "x}]; metrics.jsonl is always written. Not part of any stage's hash")
 
     _source: str | None = PrivateAttr(default=None)
 

@@ -97,8 +97,11 @@ def _type_text(ann: Any) -> str:
         parts = [_type_text(a) for a in args if a is not type(None)]
         return " | ".join(parts + (["null"] if type(None) in args else []))
     if origin in (list, tuple, set, frozenset):
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            return "[" + ", ".join(_type_text(a) for a in args) + "]"  # fixed length
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):  # fixed length
+            items = [_type_text(a) for a in args]
+            if len(set(items)) == 1 and len(items) > 2:
+                return f"[{items[0]}] × {len(items)}"
+            return "[" + ", ".join(items) + "]"
         if not args:
             return "list"
         item = _type_text(args[0])
@@ -108,6 +111,12 @@ def _type_text(ann: Any) -> str:
     if isinstance(ann, type) and issubclass(ann, BaseModel) and ann in ANCHORS:
         return f"[{ann.__name__}](#{ANCHORS[ann]})"
     return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
+def field_type(info: FieldInfo) -> str:
+    """A Config field's type as a recipe author reads it, constraints included: ``"uniform" |
+    "trailing"``, ``[int, int]``, ``int ≥ 1 | null`` (plain text, for the CLI)."""
+    return _constrained(_type_text(info.annotation), info.annotation, info.metadata)
 
 
 def _type(path: str, info: FieldInfo) -> str:

@@ -39,6 +39,7 @@ GROUPS: dict[str, str] = {
     "guidance": "vqvdm.guidance",
     "metric": "vqvdm.metrics",
     "dataset": "vqvdm.datasets",
+    "logger": "vqvdm.loggers",
 }
 """Component kind -> entry-point group."""
 

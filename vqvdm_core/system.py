@@ -10,6 +10,8 @@ fields one component derives from another::
         clip_shape=(16, 128, 128))
     video = system.sample(4, labels=[0, 1, 2, 3], fps=[25.0] * 4, steps=100)  # (4, 3, 16, 128, 128)
     fast = system.sample(4, labels=[0, 1, 2, 3], fps=[25.0] * 4, steps=10, sampler="dpmpp_2m")
+    system.save_pretrained("exports/model")            # a folder any machine with the plug-ins loads
+    same = LatentVideoDiffusion.from_pretrained("exports/model")
 
 The sampler is a plug-in of its own kind (:class:`~vqvdm_core.interfaces.Sampler`): a built one, a
 registered name or a recipe node; without one, the schedule's default.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -113,6 +116,50 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         """Where sampler names given to :meth:`sample` are looked up."""
         self.clip_shape: tuple[int, int, int] = tuple(int(s) for s in clip_shape)  # type: ignore[assignment]
         self.register_buffer("latent_scale", torch.tensor(float(latent_scale)), persistent=True)
+        self.data_info: dict[str, Any] = {}
+        """What the training data held, when known: ``num_classes``, ``class_names`` and
+        ``fps_values`` (the FPS values seen). Set by :meth:`from_pretrained`, stored by
+        :meth:`save_pretrained`."""
+        self.sample_settings: dict[str, Any] = {}
+        """The recipe's default sample settings (``steps``, ``guidance_scale``, ``known_guidance``...,
+        as the recipe's ``sample`` section), when known. Set by :meth:`from_pretrained`, stored by
+        :meth:`save_pretrained`; :meth:`sample` itself does not read them."""
+
+    # -- pretrained folders ---------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: torch.device | str | None = None,
+                        registry: Registry = REGISTRY) -> "LatentVideoDiffusion":
+        """Rebuild a system from a pipeline folder (``vqvdm export``, :meth:`save_pretrained`).
+
+        Every file is checked against the sha256 in the folder's ``model_index.json`` first; configs
+        are JSON and weights safetensors (nothing is unpickled). Component classes are looked up in
+        ``registry`` by the names the index stores, so a third-party plug-in's component loads
+        wherever that plug-in is installed. Ready to :meth:`sample`, in eval mode, on ``device``
+        (default: the CPU); :attr:`data_info` and :attr:`sample_settings` are filled.
+        """
+        from vqvdm_core.pretrained import read_pretrained
+
+        parts = read_pretrained(path, registry=registry)
+        system = cls(**parts.components)
+        system.data_info = dict(parts.data_info)
+        system.sample_settings = dict(parts.sample_settings)
+        system.eval()
+        return system.to(device) if device is not None else system
+
+    def save_pretrained(self, path: str | Path, *, overwrite: bool = False,
+                        extra_files: Mapping[str, str | bytes] | None = None) -> Path:
+        """Write this system as a pipeline folder that :meth:`from_pretrained` loads; return its path.
+
+        Each component goes in its own folder as ``config.json`` (its registered name and every
+        field) and ``weights.safetensors``; ``system.json`` holds the clip shape, the latent scale,
+        :attr:`data_info` and :attr:`sample_settings`; ``model_index.json`` lists every file with
+        its sha256. A non-empty ``path`` is refused unless ``overwrite`` (which replaces only a
+        pipeline folder). ``extra_files`` (relative path -> text or bytes) are added and listed.
+        """
+        from vqvdm_core.pretrained import save_pretrained
+
+        return save_pretrained(self, path, overwrite=overwrite, extra_files=extra_files)
 
     # -- shapes and state -----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ __all__ = [
     "probe_video",
     "write_video",
     "video_grid",
+    "grid_cells",
     "write_grid",
     "to_uint8_frames",
     "WRITABLE_SUFFIXES",
@@ -335,6 +336,46 @@ def video_grid(
             text_value = -1.0 if pad_value > 0 else 1.0
             grid[:, :, band_y:band_y + band, x:x + w] = pad_value + (text_value - pad_value) * ink
     return grid
+
+
+def grid_cells(
+    height: int,
+    width: int,
+    *,
+    nrow: int,
+    count: int | None = None,
+    clip_height: int | None = None,
+    labelled: bool = False,
+    padding: int = 2,
+) -> list[tuple[int, int, int, int]]:
+    """Where :func:`video_grid` (labels on top) put each clip of a ``height`` x ``width`` grid.
+
+    Returns one ``(top, left, clip_height, clip_width)`` box per clip, label band excluded, in the
+    order the clips were given. Give ``count`` (the number of clips), ``clip_height`` (then, without
+    ``count``, the grid is taken as ``nrow`` clips per row, every row full) or both (checked against
+    each other). Raises ``ValueError`` when no grid of that kind has this size.
+    """
+    if (count is None and clip_height is None) or nrow < 1:
+        raise ValueError("grid_cells: give nrow >= 1 and count or clip_height")
+    cols = nrow if count is None else min(nrow, count)
+    w, rest = divmod(width - padding, max(cols, 1))
+    w -= padding
+    band = _label_band_height(w) if labelled and w > 0 else 0
+    if clip_height is None:
+        rows = math.ceil(count / cols) if count else 0  # type: ignore[operator]
+        cell_h, rest_h = divmod(height - padding, max(rows, 1))
+        h = cell_h - padding - band
+    else:
+        h = int(clip_height)
+        fit, rest_h = divmod(height - padding, h + band + padding) if h > 0 else (0, 1)
+        rows = fit if count is None else math.ceil(count / cols) if count else 0
+        rest_h = rest_h or int(rows != fit)
+        count = rows * cols if count is None else count
+    if rest or rest_h or w <= 0 or h <= 0 or rows <= 0:
+        raise ValueError(f"grid_cells: a {width}x{height} image is not a grid of {count} clips, "
+                         f"{nrow} per row, padding {padding}{', labelled' if labelled else ''}")
+    return [(padding + (k // cols) * (h + band + padding) + band, padding + (k % cols) * (w + padding), h, w)
+            for k in range(count)]
 
 
 def _font_size(width: int) -> int:

@@ -97,7 +97,22 @@ def test_bench_pixel_size_option_and_repeats(recipe_file):
 def test_bench_rejects_an_unknown_precision(recipe_file):
     result = runner.invoke(app, ["bench", str(recipe_file), "--precision", "fp8"])
     assert result.exit_code == 2
-    assert "unknown precision 'fp8'" in result.output
+    assert "'fp8' is not one of 'auto', 'fp32', 'bf16', 'fp16'" in " ".join(result.output.replace("│", " ").split())
+
+
+def test_bench_needs_no_training_file_such_as_lpips_vgg16(tmp_path, module_standins, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "empty-hub"))  # no VGG16 file anywhere
+    vqgan = {"name": "vqgan3d", "temporal_factor": 2, "spatial_factor": 2, "channels": 8, "channel_mults": [1, 1],
+             "num_res_blocks": 0, "mid_blocks": 0, "norm_groups": 0, "num_codes": 16,
+             "perceptual_weight": 1.0, "perceptual_pretrained": True}
+    path = tmp_path / "lpips.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tokenizer=vqgan), sort_keys=False))
+    bench(path)
+    # ... while training that tokenizer would need it, and `vqvdm run` says so before any work
+    result = runner.invoke(app, ["run", str(path), "--set", f"output_dir={tmp_path / 'runs'}"])
+    assert result.exit_code == 2
+    assert "tokenizer (vqgan3d): LPIPS needs torchvision's ImageNet VGG16 weights" in result.output
+    assert not (tmp_path / "runs" / "tiny" / "recipe.yaml").exists()
 
 
 def test_pixel_recipe_swaps_in_the_identity_tokenizer_and_rewires_in_channels(module_standins):

@@ -54,6 +54,18 @@ def test_list_components_verbose_shows_config_fields(standins):
     assert fields["in_channels"]["default"] is None
 
 
+def test_list_components_verbose_shows_choices_tuple_shapes_bounds_and_descriptions():
+    result = runner.invoke(app, ["list-components", "--verbose", "--no-check", "--kind", "sampler"],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert 'spacing: "uniform" | "trailing" | "karras" | "log_snr" = "uniform"' in result.output
+    assert "eta: float ≥ 0.0, ≤ 1.0 = 0.0" in result.output  # dpmpp_2m
+    assert "fresh noise at every level" in result.output  # a field's description
+    result = runner.invoke(app, ["list-components", "--verbose", "--no-check", "--kind", "dataset"],
+                           terminal_width=200)
+    assert "background_colour: [float ≥ 0, ≤ 1] × 3 | null = null" in result.output
+
+
 def test_unknown_kind_is_one_clear_message_and_exit_2():
     result = runner.invoke(app, ["list-components", "--kind", "denoisers"])
     assert result.exit_code == 2
@@ -113,7 +125,8 @@ def test_run_rejects_an_unknown_stage_without_traceback(tmp_path, standins):
     path = write_recipe(tmp_path / "ok.yaml", tiny_recipe(output_dir=str(tmp_path / "runs")))
     result = runner.invoke(app, ["run", str(path), "--stage", "tokeniser"])
     assert result.exit_code == 2
-    assert "unknown stage 'tokeniser'" in result.output
+    assert "'tokeniser' is not one of" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_debug_env_shows_the_traceback(tmp_path, monkeypatch):
@@ -128,7 +141,7 @@ def test_the_traceback_is_printed_with_vqvdm_debug_and_only_then():
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "vqvdm_core.cli", "list-components", "--kind", "nope"]
+    command = [sys.executable, "-m", "vqvdm_core", "list-components", "--kind", "nope"]
     env = {k: v for k, v in os.environ.items() if k != "VQVDM_DEBUG"}
     quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert quiet.returncode == 2 and "unknown component kind 'nope'" in quiet.stderr
@@ -138,13 +151,64 @@ def test_the_traceback_is_printed_with_vqvdm_debug_and_only_then():
     assert "unknown component kind 'nope'" in loud.stderr.splitlines()[-1]  # the error ends the traceback
 
 
-def test_module_entry_point_runs(tmp_path):
+@pytest.mark.parametrize("module", ["vqvdm_core", "vqvdm_core.cli"])
+def test_module_entry_point_runs(tmp_path, module):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "vqvdm_core.cli", "--version"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and __version__ in proc.stdout
+    shown = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+    assert "Usage: vqvdm" in shown.stdout  # named as the script is
+
+
+def test_every_option_of_every_command_has_help():
+    import typer.main
+
+    command = typer.main.get_command(app)
+    missing = [(name, p.opts) for name, sub in command.commands.items() for p in sub.params
+               if getattr(p, "opts", None) and p.opts[0].startswith("-") and not getattr(p, "help", None)]
+    assert missing == []
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("vqvdm run r.yaml --stage ", ["tokenizer", "latents", "denoiser", "sample", "evaluate"]),
+    ("vqvdm sample RUN --precision ", ["fp32", "bf16", "fp16"]),
+    ("vqvdm bench r.yaml --precision ", ["auto", "fp32", "bf16", "fp16"]),
+    ("vqvdm sample RUN --sampler dd", ["ddim", "ddpm"]),
+    ("vqvdm evaluate RUN --device c", ["cpu", "cuda"]),
+    ("vqvdm li", ["list-components"]),
+])
+def test_the_shell_completes_commands_and_fixed_choices(words, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "_VQVDM_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    proc = subprocess.run([sys.executable, "-m", "vqvdm_core"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == expected
+
+
+def test_show_completion_prints_a_script_for_the_shell():
+    result = runner.invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0
+    assert "_VQVDM_COMPLETE=complete_bash" in result.output and "complete " in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--device", "gpu"], "'gpu' is not a device; use cpu, cuda, cuda:N, mps or auto"),
+    (["--precision", "fp64"], "'fp64' is not one of"),
+    (["--stage", "tokeniser"], "'tokeniser' is not one of 'tokenizer', 'latents', 'denoiser'"),
+])
+def test_fixed_choices_are_refused_with_the_choices(tmp_path, standins, args, message):
+    path = write_recipe(tmp_path / "ok.yaml", tiny_recipe(output_dir=str(tmp_path / "runs")))
+    command = ["bench", str(path)] if args[0] == "--precision" else ["run", str(path)]
+    result = runner.invoke(app, [*command, *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.replace("│", " ").split())
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("bad", ["noequals", "=3", "a.b=[unclosed"])
@@ -203,7 +267,7 @@ def test_list_components_checks_imports_in_a_child_and_survives_a_plugin_that_ex
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(Path(__file__).parent)])
 
     def listing(*extra: str) -> dict[str, dict]:
-        proc = subprocess.run([sys.executable, "-m", "vqvdm_core.cli", "list-components", "--kind", "schedule",
+        proc = subprocess.run([sys.executable, "-m", "vqvdm_core", "list-components", "--kind", "schedule",
                                "--json", *extra], capture_output=True, text=True, env=env, timeout=180)
         assert proc.returncode == 0, proc.stderr
         return {row["name"]: row for row in json.loads(proc.stdout)}

@@ -64,7 +64,7 @@ def run_python(site: Path, *args: str, cwd: Path | None = None) -> subprocess.Co
 
 
 def cli(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_python(site, "-m", "vqvdm_core.cli", *args)
+    return run_python(site, "-m", "vqvdm_core", *args)
 
 
 def test_the_plugin_installs_in_isolation_with_its_entry_point(plugin_site):

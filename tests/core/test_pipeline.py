@@ -286,7 +286,7 @@ def test_sample_command_refuses_a_bad_context_before_sampling(run_copy, tmp_path
         (["--context", str(large), "--context-frames", "2"], "frames are 16x16 but the model makes 8x8"),
         (["--context", str(short), "--context-frames", "2"], "has 1 frames, fewer than --context-frames 2"),
         (["--frames", "8", "--overlap", "4"], "overlap must be between 1 and 3"),
-        (["--out", str(blocker / "s.mp4")], "is not a directory"),
+        (["--out", str(blocker / "s.mp4")], f"{blocker} is a file, not a folder"),
     ]
     for args, message in cases:
         out = tmp_path / "never.mp4"

@@ -43,7 +43,7 @@ def test_torchrun_two_processes_run_the_training_stages(tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vqvdm_core.cli", "run", str(recipe)],
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vqvdm_core", "run", str(recipe)],
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / "runs" / "ddp"
@@ -75,10 +75,10 @@ def _run_quickstart(output_dir: Path, processes: int, *stages: str) -> Path:
             "--set", f"output_dir={output_dir}", *[a for s in SHRINK for a in ("--set", s)]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VQVDM_DIST_BACKEND": "gloo"}
     if processes == 1:
-        cmd = [sys.executable, "-m", "vqvdm_core.cli", *args]
+        cmd = [sys.executable, "-m", "vqvdm_core", *args]
     else:
         cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node",
-               str(processes), "-m", "vqvdm_core.cli", *args]
+               str(processes), "-m", "vqvdm_core", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "random generators diverged" not in proc.stdout + proc.stderr

@@ -59,6 +59,7 @@ def test_types_read_as_a_recipe_author_writes_them():
     assert _type_text(typing.Literal["fp32", "bf16"]) == '"fp32" | "bf16"'
     assert _type_text(tuple[int, ...]) == "list of int"  # YAML has lists, not tuples
     assert _type_text(tuple[float, float]) == "[float, float]"
+    assert _type_text(tuple[float, float, float]) == "[float] × 3"
     assert _type_text(list[typing.Literal["mp4", "gif"]]) == 'list of ("mp4" | "gif")'
     assert _type_text(float | typing.Literal["auto"]) == 'float | "auto"'
     assert _type_text(r.OptimizerSettings) == "[OptimizerSettings](#optimizer)"

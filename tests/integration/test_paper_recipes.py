@@ -28,7 +28,7 @@ from vqvdm_core.cli import app
 pytestmark = [
     pytest.mark.slow,
     # Expected here: LPIPS has no ImageNet file offline, and the Sky stand-in has one too-short clip.
-    pytest.mark.filterwarnings("ignore:LPIPS perceptual loss built with a RANDOM VGG16"),
+    pytest.mark.filterwarnings("ignore:LPIPS perceptual loss with a RANDOM VGG16"),
     pytest.mark.filterwarnings("ignore:SkyTimelapse. skipped 1 of 4 videos"),
 ]
 
@@ -219,19 +219,24 @@ def test_evaluate_stage_wrote_finite_metrics_with_their_protocol(paper_run):
 
 def test_report_page_shows_every_stage_output(paper_run):
     page = (paper_run.path / "report.html").read_text()
-    sources = [html.unescape(s) for s in re.findall(r'src="([^"]+)"', page)]
-    assert {"sample/grid.gif", "tokenizer/loss_curves.png", "denoiser/loss_curves.png"} <= set(sources)
-    assert any(s.startswith("tokenizer/val/recon_step") for s in sources)
+    sources = [html.unescape(s) for s in re.findall(r'(?:src|href)="([^"]+)"', page)]  # pictures and links
+    assert {"sample/grid.gif", "sample/grid.mp4", "tokenizer/loss_curves.png", "denoiser/loss_curves.png"} \
+        <= set(sources)
+    assert any(s.startswith("tokenizer/val/recon_step") and s.endswith(".mp4") for s in sources)
+    assert any(s.startswith("report_files/tokenizer/recon_step") for s in sources)  # input/reconstruction strips
     assert any(s.startswith("denoiser/val/samples_step") for s in sources)
     assert all((paper_run.path / s).is_file() for s in sources)  # relative links that resolve
-    # The 32x32 clips are enlarged by a whole factor, never resampled to a fractional size.
+    # Each sample is shown on its own, the 32x32 clips enlarged by a whole factor, never resampled.
     from PIL import Image
 
-    grid = re.search(r'<img src="sample/grid.gif"[^>]*width="(\d+)" height="(\d+)" class="pixel"', page)
-    assert grid is not None
-    with Image.open(paper_run.path / "sample" / "grid.gif") as image:
-        w, h = image.size
-    assert int(grid[1]) % w == 0 and int(grid[1]) // w >= 2 and int(grid[2]) == h * (int(grid[1]) // w)
+    cells = re.findall(r'<img src="(report_files/sample/clip_\d+\.gif)"[^>]*width="(\d+)" height="(\d+)" '
+                       r"class='pixel'", page)
+    assert len(cells) == len(json.loads((paper_run.path / "sample" / "conditions.json").read_text())["labels"])
+    for src, width, height in cells:
+        with Image.open(paper_run.path / src) as image:
+            assert image.size == CLIP[:0:-1]
+        zoom = int(width) // CLIP[2]
+        assert zoom >= 2 and (int(width), int(height)) == (zoom * CLIP[2], zoom * CLIP[1])
     report = json.loads((paper_run.path / "evaluate" / "metrics.json").read_text())
     for name, values in report["results"][0]["values"].items():
         assert f"<td>{name}</td><td>{values[name]:.4g}</td>" in page

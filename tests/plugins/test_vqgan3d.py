@@ -566,17 +566,24 @@ def test_decode_accepts_off_codebook_latents_and_can_quantize_first():
 # --------------------------------------------------------------------------------------------
 
 
-def test_missing_vgg_weights_raise_missing_file_error_naming_the_file(tmp_path, monkeypatch):
+def test_missing_vgg_weights_are_named_for_training_and_not_needed_to_encode_or_decode(tmp_path, monkeypatch):
     from vqvdm_core.errors import MissingFileError
 
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
-    with pytest.raises(MissingFileError) as info:
-        tiny(perceptual_weight=1.0, perceptual_pretrained=True)
-    message = str(info.value)
-    assert "vgg16-397923af.pth" in message
-    assert str(tmp_path / "checkpoints" / "vgg16-397923af.pth") in message
-    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message
-    assert "perceptual_pretrained: false" in message
+    tok = tiny(perceptual_weight=1.0, perceptual_pretrained=True)  # sampling and encoding: no VGG needed
+    video = moving_squares(1, frames=8, size=16)
+    assert tok.decode(tok.encode(video)).shape == video.shape
+    assert type(tok).missing_files(tok.config, purpose="use") == []
+    problems = type(tok).missing_files(tok.config, purpose="train")
+    assert len(problems) == 1
+    with pytest.raises(MissingFileError) as info:  # a direct training step says the same
+        tok.training_step({"video": video}, step=0)
+    for message in (problems[0], str(info.value)):
+        assert "vgg16-397923af.pth" in message
+        assert str(tmp_path / "checkpoints" / "vgg16-397923af.pth") in message
+        assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message
+        assert "perceptual_pretrained: false" in message
+    assert type(tok).missing_files(tiny(perceptual_weight=0.0).config, purpose="train") == []
 
 
 def test_zero_perceptual_weight_never_builds_lpips(monkeypatch):

@@ -35,7 +35,8 @@ from torch import Tensor
 
 from vqvdm_core.data.clips import ClipConfig, choose_start, clip_span, frames_to_clip
 from vqvdm_core.data.probe_cache import ProbeCache
-from vqvdm_core.data.scan import read_frame_files
+from vqvdm_core.config import FilePurpose
+from vqvdm_core.data.scan import absent, read_frame_files
 from vqvdm_core.errors import MissingFileError
 from vqvdm_core.interfaces import VideoDataset
 from vqvdm_core.video_io import VideoReadError, probe_video, read_video
@@ -96,6 +97,12 @@ class FileClipDataset(VideoDataset):
             raise MissingFileError(self._empty_message(candidates))
         if self.skipped:
             self._warn_summary(candidates)
+
+    @classmethod
+    def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
+        """The data folder (a Config's ``root``) when it is not a directory."""
+        root = getattr(config, "root", None)
+        return absent(root, f"{cls.__name__} root", directory=True) if root is not None else []
 
     @property
     def skipped(self) -> dict[str, str]:

@@ -28,6 +28,7 @@ __all__ = [
     "find_files",
     "find_frame_folders",
     "read_frame_files",
+    "absent",
 ]
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg",
@@ -44,11 +45,20 @@ def natural_key(name: str) -> list[object]:
 
 def require_dir(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` as a Path if it is a directory; otherwise :class:`MissingFileError` naming it."""
+    problem = absent(path, what, directory=True)
+    if problem:
+        raise MissingFileError(problem[0])
+    return Path(path).expanduser()
+
+
+def absent(path: str | os.PathLike[str], what: str, *, directory: bool) -> list[str]:
+    """``[]`` if ``path`` is a directory (``directory``) or a file, else ``["<what> <path> does not
+    exist"]`` (or "is not a directory" / "is not a file")."""
     p = Path(path).expanduser()
-    if not p.is_dir():
-        state = "is not a directory" if p.exists() else "does not exist"
-        raise MissingFileError(f"{what} {p} {state}")
-    return p
+    if p.is_dir() if directory else p.is_file():
+        return []
+    state = f"is not a {'directory' if directory else 'file'}" if p.exists() else "does not exist"
+    return [f"{what} {p} {state}"]
 
 
 def _normalise(extensions: Iterable[str]) -> tuple[str, ...]:

@@ -7,10 +7,13 @@
   previous record (over micro-batches, and for losses over processes);
 * ``{"tag": "val", "step", "time", <validation results>...}`` after each validation.
 
-``time`` is seconds since the stage first started (resumes continue the clock).
+``time`` is seconds since the stage first started (resumes continue the clock). Each record also
+goes to the run's experiment loggers (:class:`~vqvdm_core.loggers.LoggerSet`), tagged with the stage.
 
 Progress is a rich bar (step, loss, it/s, ETA) when the console is a terminal, and plain lines
-such as ``tokenizer step 100/1000 loss 0.1230 2.10 it/s eta 7m05s`` otherwise.
+such as ``tokenizer step 100/1000 loss 0.1230 2.10 it/s eta 7m05s`` otherwise: one every
+``log_every`` steps, and one at the next step whenever ``VQVDM_PROGRESS_SECONDS`` (30) seconds
+passed without a line.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -33,6 +37,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from vqvdm_core.progress import LineTimer
+
+if TYPE_CHECKING:
+    from vqvdm_core.loggers import LoggerSet
+
 __all__ = ["MetricsLog", "TrainProgress", "format_duration", "format_losses"]
 
 
@@ -43,11 +52,17 @@ def _json_value(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl`` (written on rank 0 only; other ranks pass ``enabled=False``)."""
+    """Append-only ``metrics.jsonl`` (written on rank 0 only; other ranks pass ``enabled=False``).
 
-    def __init__(self, path: str | Path, *, enabled: bool = True):
+    Every record written also goes to ``loggers`` (if any), tagged with ``stage``.
+    """
+
+    def __init__(self, path: str | Path, *, enabled: bool = True, loggers: "LoggerSet | None" = None,
+                 stage: str = "train"):
         self.path = Path(path)
         self.enabled = enabled
+        self.loggers = loggers
+        self.stage = stage
 
     def read(self) -> list[dict[str, Any]]:
         """Every record in the file (an empty list when there is none)."""
@@ -82,6 +97,8 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+        if self.loggers is not None:
+            self.loggers.log_record(record, stage=self.stage)
 
 
 def format_duration(seconds: float) -> str:
@@ -116,19 +133,24 @@ class _SpeedColumn(ProgressColumn):
 class TrainProgress:
     """Progress of one training stage, shown only where ``enabled`` (rank 0).
 
-    Use as a context manager; call :meth:`update` after logged steps and :meth:`advance`
-    after every step.
+    Use as a context manager; call :meth:`update` after logged steps, :meth:`advance` after every
+    step and :meth:`tick` after the steps that are not logged. Without a terminal, :meth:`tick`
+    prints a plain line when ``interval`` seconds (default
+    :func:`~vqvdm_core.progress.line_interval`, 30) of ``clock`` passed since the last line.
     """
 
     def __init__(self, console: Console, *, description: str, total: int, start: int,
-                 enabled: bool = True):
+                 enabled: bool = True, interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.console = console
         self.description = description
         self.total = total
         self.start_step = start
         self.enabled = enabled
         self.rich = enabled and console.is_terminal
-        self._t0 = time.perf_counter()
+        self.clock = clock
+        self._t0 = clock()
+        self._timer = LineTimer(interval, clock=clock)
         self._bar: Progress | None = None
         self._task: Any = None
 
@@ -151,7 +173,7 @@ class TrainProgress:
 
     def rate(self, step: int) -> float:
         """Steps per second since this session started."""
-        elapsed = time.perf_counter() - self._t0
+        elapsed = self.clock() - self._t0
         done = step - self.start_step
         return done / elapsed if elapsed > 0 and done > 0 else 0.0
 
@@ -168,12 +190,23 @@ class TrainProgress:
         if self._bar is not None:
             self._bar.update(self._task, completed=step, loss=text)
             return
+        self._line(step, text)
+
+    def tick(self, step: int, losses: Callable[[], dict[str, float]]) -> None:
+        """After a step that is not logged: without a terminal, a plain line if one is due, showing
+        ``losses()`` (the means since the last record)."""
+        if self.enabled and self._bar is None and self._timer.due():
+            self._line(step, format_losses(losses()))
+
+    def _line(self, step: int, text: str) -> None:
         rate = self.rate(step)
         eta = (self.total - step) / rate if rate > 0 else float("nan")
         self.console.print(f"{self.description} step {step}/{self.total} {text} {rate:.2f} it/s "
                            f"eta {format_duration(eta)}", highlight=False, soft_wrap=True)
+        self._timer.mark()
 
     def message(self, text: str) -> None:
         """A line above the bar (or a plain line)."""
         if self.enabled:
             self.console.print(text, highlight=False, soft_wrap=True)
+            self._timer.mark()

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -55,6 +55,9 @@ from vqvdm_core.errors import ComponentError, WorkFailure
 from vqvdm_core.interfaces import TrainStep
 from vqvdm_core.recipe import TrainSettings
 from vqvdm_core.seeding import capture_rng_state, fork_rng, restore_rng_state, seed_everything
+
+if TYPE_CHECKING:
+    from vqvdm_core.loggers import LoggerSet
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer"]
 
@@ -128,6 +131,11 @@ def _default_collate() -> Callable[[list[Any]], Any]:
     return collate_clips  # type: ignore[no-any-return]
 
 
+def _loss_means(means: Mapping[str, float]) -> dict[str, float]:
+    """``{"loss/generator": 0.1, "g_adv": 0.2}`` -> ``{"generator": 0.1}``: the losses, by group."""
+    return {k[len("loss/"):]: v for k, v in means.items() if k.startswith("loss/")}
+
+
 def _as_float(value: Any) -> float:
     return float(value.detach().float().mean()) if isinstance(value, Tensor) else float(value)
 
@@ -157,7 +165,8 @@ class Trainer:
     ``validate(model, step) -> {name: value}`` runs on rank 0 every ``val_every`` steps and at the
     end, with EMA weights swapped in when EMA is on, in eval mode under ``torch.no_grad``; its
     random draws do not disturb training's. ``compile_backend`` is passed to ``torch.compile``
-    when ``settings.compile`` is on.
+    when ``settings.compile`` is on. ``loggers`` (experiment trackers) receive every record of
+    ``metrics.jsonl``, tagged with ``description`` as the stage (rank 0 only).
     """
 
     def __init__(
@@ -173,6 +182,7 @@ class Trainer:
         description: str = "train",
         console: Console | None = None,
         compile_backend: str | Callable[..., Any] = "inductor",
+        loggers: "LoggerSet | None" = None,
     ):
         name = type(model).__name__
         if not (isinstance(model, nn.Module) and callable(getattr(model, "optimizer_groups", None))
@@ -196,7 +206,8 @@ class Trainer:
         self.console = console or Console()
         self.out_dir = Path(out_dir)
         self.checkpoint_path = self.out_dir / "checkpoints" / CHECKPOINT_NAME
-        self.metrics = MetricsLog(self.out_dir / METRICS_NAME, enabled=self.is_main)
+        self.metrics = MetricsLog(self.out_dir / METRICS_NAME, enabled=self.is_main, loggers=loggers,
+                                  stage=description)
 
         self.model = model.to(self.device)
         dist.broadcast_module(self.model)  # every process starts from rank 0's weights
@@ -260,6 +271,8 @@ class Trainer:
                     if self.step % s.log_every == 0 or last:
                         self._log(window, loader, progress)
                         window = _Window()
+                    else:
+                        progress.tick(self.step, lambda: _loss_means(window.means()))
                     if self.validate is not None and (self.step % s.val_every == 0 or last):
                         self._run_validation(progress)
                     if self.step % s.ckpt_every == 0 or last:
@@ -442,7 +455,7 @@ class Trainer:
         record.update(means)
         self.metrics.write(record)
         self.history.append(record)
-        progress.update(self.step, {k[len("loss/"):]: v for k, v in means.items() if k.startswith("loss/")})
+        progress.update(self.step, _loss_means(means))
 
     def _global_means(self, means: dict[str, float]) -> dict[str, float]:
         """``means`` averaged over processes (the model's logged terms are each process's own; losses,
@@ -468,6 +481,8 @@ class Trainer:
         """Call ``validate`` on rank 0 with EMA weights, eval mode, no grad, forked RNG."""
         if not self.is_main or self.validate is None:
             return
+        if not progress.rich:  # a log says what the next minutes go to (sampling can be slow)
+            progress.message(f"{self.description} step {self.step}/{self.settings.steps} validating")
         model = self.model
         modes = [(m, m.training) for m in model.modules()]
         swap = self.ema.swapped_in(model) if self.ema is not None else contextlib.nullcontext()

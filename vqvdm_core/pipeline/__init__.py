@@ -33,7 +33,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any]]] = {
 MAIN_PROCESS_STAGES = frozenset({"latents", "sample", "evaluate"})
 """Stages run by rank 0 alone under torchrun; the training stages run on every process."""
 
-__all__ = ["RunContext", "RunDir", "STAGE_FUNCTIONS", "make_context", "open_run", "run_recipe"]
+__all__ = ["RunContext", "RunDir", "STAGE_FUNCTIONS", "check_files", "make_context", "open_run", "run_recipe"]
 
 
 def make_context(recipe: Recipe, *, console: Console | None = None,
@@ -46,9 +46,12 @@ def make_context(recipe: Recipe, *, console: Console | None = None,
     device = resolve_device(recipe.device)
     if dist.is_distributed() and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dist.local_rank())  # one GPU per process under torchrun
+    from vqvdm_core.loggers import LoggerSet
+
     run = RunDir(recipe, root)
+    loggers = LoggerSet.from_recipe(recipe, directory=run.path, enabled=dist.is_main())
     return RunContext(recipe=recipe, run=run, device=device, console=console or Console(),
-                      log=run.logger())
+                      log=run.logger(), loggers=loggers)
 
 
 def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bool = False,
@@ -57,7 +60,8 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
 
     The run directory is locked for the duration (a second process refuses, naming this one).
     Warnings and the final error go to ``run.log`` too; a stage that raises is recorded as
-    ``failed`` with its error in ``stage.json`` (the next run resumes it).
+    ``failed`` with its error in ``stage.json`` (the next run resumes it). The recipe's experiment
+    loggers are closed at the end, also when a stage fails.
     """
     from vqvdm_core import distributed as dist
 
@@ -70,6 +74,7 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
 
         previous = _decided_on_main(take_lock)
         held.enter_context(_warnings_to_log(ctx))
+        held.enter_context(ctx.loggers)  # closed when the run ends, told whether it failed
         if previous:
             ctx.say(f"took over {ctx.run.path} from process {previous}, which is no longer running")
         try:
@@ -91,6 +96,8 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
         # Refuse a recipe that does not match the run's stages before anything is written, so
         # that the run keeps the recipe.yaml its outputs were made by.
         _decided_on_main(lambda: ",".join(ctx.run.plan(stage, force=False) for stage in wanted))
+    # ... and one whose pending stages would miss a weight file or a data folder.
+    _decided_on_main(lambda: check_files(ctx, [s for s in wanted if force or not ctx.run.up_to_date(s)]))
     if dist.is_main():
         ctx.run.write_recipe()
         ctx.run.write_environment()
@@ -142,6 +149,19 @@ def _warnings_to_log(ctx: RunContext) -> Iterator[None]:
         yield
     finally:
         warnings.showwarning = original
+
+
+def check_files(ctx: RunContext, stages: list[str]) -> str:
+    """Raise :class:`MissingFileError` listing what ``stages`` of ``ctx``'s recipe would not find
+    (data folders, weight files, logger packages), before anything is written."""
+    from vqvdm_core.errors import MissingFileError
+    from vqvdm_core.pipeline.preflight import missing_files
+
+    problems = missing_files(ctx.recipe, stages=stages)
+    if problems:
+        raise MissingFileError(f"the stages {', '.join(stages)} would not find what they need; nothing was "
+                               "run:\n  " + "\n  ".join(problems))
+    return ""
 
 
 def _decided_on_main(decide: Callable[[], str]) -> str:

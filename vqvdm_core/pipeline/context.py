@@ -14,6 +14,7 @@ from rich.console import Console
 
 from vqvdm_core.errors import MissingFileError, UserError, brief
 from vqvdm_core.interfaces import VideoDataset, VideoTokenizer
+from vqvdm_core.loggers import LoggerSet
 from vqvdm_core.pipeline.run_dir import RunDir
 from vqvdm_core.recipe import Recipe
 
@@ -29,6 +30,8 @@ class RunContext:
     device: torch.device
     console: Console
     log: logging.Logger
+    loggers: LoggerSet = field(default_factory=LoggerSet)
+    """The recipe's experiment loggers (empty on ranks other than 0); closed by the command."""
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def say(self, message: str) -> None:
@@ -86,6 +89,12 @@ class RunContext:
             except UserError as exc:
                 raise UserError(f"{path}: {exc}") from None
         return system.to(self.device)
+
+    def denoiser_steps(self) -> int:
+        """Optimizer steps the denoiser stage trained for: the step that samples and scores are logged at."""
+        record = self.run.record("denoiser")
+        info = record.info if record is not None else None
+        return int((info or {}).get("steps", 0))
 
     def latents_meta(self) -> dict[str, Any]:
         """What the latents stage recorded: scale, clip shape, classes, FPS values."""

@@ -29,7 +29,8 @@ class ContextClip:
 
 
 def load_context(spec: str, ctx: Any, *, context_frames: int, max_frames: int) -> ContextClip:
-    """Read ``spec``: a video file path, or ``train:INDEX`` / ``val:INDEX`` (a clip of the recipe's data).
+    """Read ``spec``: a video file path, or ``train:INDEX`` / ``val:INDEX`` (a clip of the recipe's data;
+    ``ctx`` is the run's context, None for an exported pipeline, which has no data).
 
     Reads at most ``max_frames`` frames; refuses a clip shorter than ``context_frames`` or a file
     that is not a video, with one message naming it.
@@ -38,6 +39,9 @@ def load_context(spec: str, ctx: Any, *, context_frames: int, max_frames: int) -
     match = DATASET_CLIP.match(spec)
     if match and not path.exists():
         which, index = match.group(1), int(match.group(2))
+        if ctx is None:
+            raise UserError(f"--context {spec} names a clip of a run's data, but an exported pipeline has no "
+                            "data set: give a video file")
         data = ctx.dataset(which)
         if index >= len(data):
             raise UserError(f"--context {spec}: the {which} data has {len(data)} clips (indices 0 to {len(data) - 1})")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vqvdm_core.errors import UserError
+from vqvdm_core.paths import check_can_write
 from vqvdm_core.recipe import Recipe, save_recipe
 
 STAGE_HASH_PATHS: dict[str, tuple[str, ...]] = {
@@ -90,18 +91,11 @@ class RunDir:
     def __init__(self, recipe: Recipe, root: str | Path | None = None):
         self.recipe = recipe
         self.path = Path(root if root is not None else recipe.output_dir) / recipe.name
-        existing = self.path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise UserError(f"cannot make the run directory {self.path}: {existing} is a file, not a folder "
-                            "(set output_dir or the run's name to another path)")
+        check_can_write(self.path, what="the run directory")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot make the run directory {self.path}: {exc.strerror or exc}") from None
-        if not os.access(self.path, os.W_OK | os.X_OK):
-            raise UserError(f"the run directory {self.path} is not writable")
 
     def stage_dir(self, stage: str) -> Path:
         return self.path / stage
@@ -145,6 +139,11 @@ class RunDir:
             shutil.rmtree(d)
             return "start"
         return "skip" if rec.status == "done" else "resume"  # running (interrupted) or failed
+
+    def up_to_date(self, stage: str) -> bool:
+        """True if ``stage`` is done by this recipe (what :meth:`plan` skips); never changes anything."""
+        rec = self.record(stage)
+        return rec is not None and rec.status == "done" and rec.hash == stage_hash(self.recipe, stage)
 
     def begin(self, stage: str) -> None:
         rec = self.record(stage)

@@ -20,7 +20,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from vqvdm_core.data.file_dataset import FrameFolderConfig, FrameFolderDataset
-from vqvdm_core.data.scan import IMAGE_EXTENSIONS, find_frame_folders, require_dir
+from vqvdm_core.config import FilePurpose
+from vqvdm_core.data.scan import IMAGE_EXTENSIONS, absent, find_frame_folders, require_dir
 from vqvdm_core.interfaces import NO_LABEL
 
 __all__ = ["SkyTimelapse"]
@@ -40,9 +41,18 @@ class SkyTimelapse(FrameFolderDataset):
 
     @property
     def root(self) -> Path:
-        base = Path(self.config.root).expanduser()
-        folder = f"sky_{self.config.split}"
+        return self._split_dir(self.config)
+
+    @staticmethod
+    def _split_dir(config: "SkyTimelapse.Config") -> Path:
+        base = Path(config.root).expanduser()
+        folder = f"sky_{config.split}"
         return base if base.name == folder else base / folder
+
+    @classmethod
+    def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
+        return (absent(config.root, "Sky Time-lapse root", directory=True)
+                or absent(cls._split_dir(config), f"Sky Time-lapse {config.split} folder", directory=True))
 
     def find_frame_folders(self) -> tuple[list[tuple[Path, list[Path], int]], list[str] | None]:
         require_dir(Path(self.config.root).expanduser(), "Sky Time-lapse root")

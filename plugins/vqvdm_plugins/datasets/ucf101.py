@@ -25,7 +25,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from vqvdm_core.data.file_dataset import VideoFileConfig, VideoFileDataset
-from vqvdm_core.data.scan import find_files, require_dir
+from vqvdm_core.config import FilePurpose
+from vqvdm_core.data.scan import absent, find_files, require_dir
 from vqvdm_core.errors import MissingFileError, UserError
 
 __all__ = ["UCF101", "read_class_index", "read_split_list"]
@@ -95,6 +96,19 @@ class UCF101(VideoFileDataset):
     @property
     def root(self) -> Path:
         return Path(self.config.root).expanduser() / self.config.video_dir
+
+    @classmethod
+    def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
+        base = Path(config.root).expanduser()
+        if absent(base, "UCF-101 root", directory=True):
+            return absent(base, "UCF-101 root", directory=True)
+        splits = base / config.split_dir
+        lists = ["train", "test"] if config.split == "all" else [config.split]
+        return [*absent(base / config.video_dir, "UCF-101 video folder", directory=True),
+                *absent(splits / "classInd.txt", "UCF-101 class list", directory=False),
+                *(problem for name in lists
+                  for problem in absent(splits / f"{name}list{config.fold:02d}.txt", "UCF-101 split list",
+                                        directory=False))]
 
     def find_videos(self) -> tuple[list[tuple[Path, int]], list[str] | None]:
         c = self.config

@@ -47,7 +47,7 @@ from .i3d import InceptionI3d
 __all__ = [
     "WeightFile", "I3D_STATE_DICT", "I3D_TORCHSCRIPT", "C3D_TORCHSCRIPT", "C3D_STATE_DICT",
     "I3DProtocol", "C3DProtocol", "prepare_clips", "load_torchscript", "load_state_dict_file",
-    "load_i3d_network", "load_c3d_network", "I3DFeatures", "C3DClassifier", "network_fingerprint",
+    "load_i3d_network", "load_c3d_network", "i3d_weight_file", "c3d_weight_file", "I3DFeatures", "C3DClassifier", "network_fingerprint",
 ]
 
 
@@ -63,6 +63,14 @@ class WeightFile:
     def find(self, explicit: str | None) -> Path:
         return find_weights(self.filename, explicit=explicit, env_var=self.env_var,
                             description=self.description, source_url=self.source)
+
+    def missing(self, explicit: str | None) -> list[str]:
+        """``[]`` if :meth:`find` finds the file, else its message (for ``missing_files``)."""
+        try:
+            self.find(explicit)
+        except MissingFileError as exc:
+            return [str(exc)]
+        return []
 
 
 I3D_STATE_DICT = WeightFile(
@@ -249,6 +257,16 @@ def _load_strict(module: nn.Module, state: dict[str, Tensor], *, path: Path, wha
             f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "",
         ])) or str(exc).splitlines()[0]
         raise UserError(f"{path} does not fit {what}: {detail}") from exc
+
+
+def i3d_weight_file(protocol: I3DProtocol) -> WeightFile:
+    """The weight file ``protocol`` asks for."""
+    return I3D_TORCHSCRIPT if protocol.i3d_format == "torchscript" else I3D_STATE_DICT
+
+
+def c3d_weight_file(protocol: C3DProtocol) -> WeightFile:
+    """The weight file ``protocol`` asks for."""
+    return C3D_TORCHSCRIPT if protocol.c3d_format == "torchscript" else C3D_STATE_DICT
 
 
 def load_i3d_network(protocol: I3DProtocol) -> nn.Module:

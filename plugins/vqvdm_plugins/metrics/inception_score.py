@@ -20,9 +20,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from vqvdm_core.errors import UserError
+from vqvdm_core.config import FilePurpose
 from vqvdm_core.interfaces import Metric
 
-from .feature_networks import C3D_STATE_DICT, C3D_TORCHSCRIPT, C3DClassifier, C3DProtocol
+from .feature_networks import C3DClassifier, C3DProtocol, c3d_weight_file
 from .feature_networks import check_frames, load_c3d_network
 
 __all__ = ["InceptionScore", "inception_score"]
@@ -66,13 +67,18 @@ class InceptionScore(Metric):
         shuffle_seed: int | None = Field(42, description="shuffle of the probabilities before splitting "
                                          "(StyleGAN-V: 42); null: split in the order fed")
 
+    @classmethod
+    def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
+        """The C3D weight file, if it cannot be found."""
+        return c3d_weight_file(config).missing(config.c3d_weights)
+
     def __init__(self, config: "InceptionScore.Config | None" = None, *, network: nn.Module | None = None,
                  torchscript: bool = False, **overrides: Any):
         self.config = cfg = self.resolve_config(config, overrides)
         if network is None:
             network = load_c3d_network(cfg)
             torchscript = cfg.c3d_format == "torchscript"
-            self._weights = (C3D_TORCHSCRIPT if torchscript else C3D_STATE_DICT).filename
+            self._weights = c3d_weight_file(cfg).filename
         else:
             self._weights = f"custom network ({type(network).__name__})"
         self.classifier = C3DClassifier(network, torchscript=torchscript, protocol=cfg)

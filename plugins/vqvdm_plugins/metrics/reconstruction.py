@@ -29,7 +29,7 @@ from einops import rearrange
 from pydantic import Field
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig
+from vqvdm_core.config import ComponentConfig, FilePurpose
 from vqvdm_core.errors import MissingFileError
 from vqvdm_core.interfaces import Metric
 from vqvdm_core.weights import find_weights
@@ -117,6 +117,18 @@ def _random_trunk(model: nn.Module, *, seed: int) -> None:
             nn.init.zeros_(layer.bias)
 
 
+def lpips_trunk_path(net: str, weights: str | None) -> Path:
+    """The ImageNet trunk file of LPIPS (``weights``, or searched), or a :class:`MissingFileError`."""
+    filename, url, _ = LPIPS_TRUNKS[net]
+    return find_weights(
+        filename, explicit=weights, env_var="VQVDM_LPIPS_TRUNK",
+        description=f"torchvision's ImageNet {'VGG16' if net == 'vgg' else 'AlexNet'} weights, the trunk "
+                    "of the LPIPS metric (lpips ships only its linear layers)",
+        source_url=f"{url} (torchvision's download; torch hub keeps it in torch.hub.get_dir()/checkpoints)",
+        extra_dirs=[Path(torch.hub.get_dir()) / "checkpoints"],
+    )
+
+
 def build_lpips(*, net: str = "vgg", pretrained: bool = True, weights: str | None = None) -> nn.Module:
     """A frozen ``lpips.LPIPS`` in eval mode, built offline.
 
@@ -127,17 +139,7 @@ def build_lpips(*, net: str = "vgg", pretrained: bool = True, weights: str | Non
     """
     import lpips
 
-    path = None
-    if pretrained:
-        filename, url, _ = LPIPS_TRUNKS[net]
-        path = find_weights(
-            filename, explicit=weights, env_var="VQVDM_LPIPS_TRUNK",
-            description=f"torchvision's ImageNet {'VGG16' if net == 'vgg' else 'AlexNet'} weights, the trunk "
-                        "of the LPIPS metric (lpips ships only its linear layers)",
-            source_url=f"{url} (torchvision's download; torch hub keeps it in "
-                       "torch.hub.get_dir()/checkpoints)",
-            extra_dirs=[Path(torch.hub.get_dir()) / "checkpoints"],
-        )
+    path = lpips_trunk_path(net, weights) if pretrained else None
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore", UserWarning)  # torchvision's deprecated `pretrained=`; meta no-op loads
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
@@ -172,6 +174,17 @@ class ReconstructionMetrics(Metric):
         lpips_batch: int = Field(32, ge=1, description="frames per LPIPS forward (memory only)")
         ssim_window: int = Field(11, ge=3, description="SSIM Gaussian window (standard: 11)")
         ssim_sigma: float = Field(1.5, gt=0, description="SSIM Gaussian sigma (standard: 1.5)")
+
+    @classmethod
+    def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
+        """The LPIPS trunk file, if LPIPS is on with the ImageNet trunk and it cannot be found."""
+        if not (config.lpips and config.lpips_pretrained):
+            return []
+        try:
+            lpips_trunk_path(config.lpips_net, config.lpips_weights)
+        except MissingFileError as exc:
+            return [str(exc)]
+        return []
 
     def __init__(self, config: "ReconstructionMetrics.Config | None" = None, **overrides: Any):
         self.config = cfg = self.resolve_config(config, overrides)

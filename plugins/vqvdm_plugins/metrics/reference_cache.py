@@ -31,9 +31,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from vqvdm_core.config import FilePurpose
 from vqvdm_core.interfaces import Metric
 
-from .feature_networks import I3D_STATE_DICT, I3D_TORCHSCRIPT, I3DFeatures, I3DProtocol, check_frames
+from .feature_networks import I3DFeatures, I3DProtocol, check_frames, i3d_weight_file
 from .feature_networks import load_i3d_network, network_fingerprint
 
 __all__ = ["ReferenceCache", "ReferenceFeatureMetric"]
@@ -90,13 +91,18 @@ class ReferenceFeatureMetric(Metric, abc.ABC):
     class Config(I3DProtocol):
         pass
 
+    @classmethod
+    def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
+        """The I3D weight file, if it cannot be found."""
+        return i3d_weight_file(config).missing(config.i3d_weights)
+
     def __init__(self, config: I3DProtocol | None = None, *, network: nn.Module | None = None,
                  torchscript: bool = False, **overrides: Any):
         self.config = cfg = self.resolve_config(config, overrides)
         if network is None:
             network = load_i3d_network(cfg)
             torchscript = cfg.i3d_format == "torchscript"
-            self._weights = (I3D_TORCHSCRIPT if torchscript else I3D_STATE_DICT).filename
+            self._weights = i3d_weight_file(cfg).filename
         else:
             self._weights = f"custom network ({type(network).__name__})"
         self.extractor = I3DFeatures(network, torchscript=torchscript, protocol=cfg)

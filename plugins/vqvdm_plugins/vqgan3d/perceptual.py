@@ -100,9 +100,9 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         self.frames = frames
         self.pretrained = pretrained
-        if pretrained:
-            require_vgg16()  # a missing file is reported now, not at the first training step
-        else:
+        # A missing VGG16 file is reported by VQGAN3D.missing_files before a run starts (and by
+        # build_lpips at the first training step otherwise): encoding and sampling never need it.
+        if not pretrained:
             message = ("LPIPS perceptual loss with a RANDOM VGG16 backbone (perceptual_pretrained: "
                        "false): it is not a perceptual loss; use it only for tests and CPU demos.")
             warnings.warn(message, stacklevel=3)

@@ -20,15 +20,15 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig
-from vqvdm_core.errors import UserError
+from vqvdm_core.config import ComponentConfig, FilePurpose
+from vqvdm_core.errors import MissingFileError, UserError
 from vqvdm_core.interfaces import TrainStep, VideoTokenizer, iter_parameters
 from vqvdm_plugins.vqgan3d.decoder import Decoder
 from vqvdm_plugins.vqgan3d.discriminator import VideoDiscriminator
 from vqvdm_plugins.vqgan3d.encoder import Encoder, resampling_plan
 from vqvdm_plugins.vqgan3d.losses import (adversarial_factor, discriminator_loss, feature_matching_loss,
                                           generator_adversarial_loss)
-from vqvdm_plugins.vqgan3d.perceptual import PerceptualLoss
+from vqvdm_plugins.vqgan3d.perceptual import PerceptualLoss, require_vgg16
 from vqvdm_plugins.vqgan3d.quantizer import QuantizerOutput, VectorQuantizer
 
 __all__ = ["VQGAN3D"]
@@ -135,6 +135,17 @@ class VQGAN3D(VideoTokenizer):
             self._perceptual.append(PerceptualLoss(pretrained=c.perceptual_pretrained,
                                                    frames=c.perceptual_frames))
 
+    @classmethod
+    def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
+        """Training with the perceptual loss needs the ImageNet VGG16 file; nothing else does."""
+        if purpose != "train" or config.perceptual_weight <= 0 or not config.perceptual_pretrained:
+            return []
+        try:
+            require_vgg16()
+        except MissingFileError as exc:
+            return [str(exc)]
+        return []
+
     # -- VideoTokenizer ------------------------------------------------------------------------
 
     @property
@@ -173,6 +184,12 @@ class VQGAN3D(VideoTokenizer):
     def decode_context(self) -> int | None:
         """The decoder's temporal reach in latent frames (None with GroupNorm: whole decodes only)."""
         return self.decoder.temporal_reach()
+
+    def inference_config(self) -> "VQGAN3D.Config":
+        """The config without the loss networks (no LPIPS, no discriminator): an exported pipeline
+        holds encoder, quantizer and decoder only, and encode and decode are unchanged."""
+        return self.config.model_copy(update={"perceptual_weight": 0.0, "adversarial_weight": 0.0,
+                                              "feature_matching_weight": 0.0})
 
     # -- Trainable -----------------------------------------------------------------------------
 

@@ -35,14 +35,16 @@ def run(ctx: RunContext) -> dict[str, Any]:
         ).float().clamp(-1, 1)
         from vqvdm_core.video_io import write_grid
 
-        write_grid(video.cpu(), out / "val" / f"samples_step{step:07d}.gif",
-                   fps=float(conditions.fps[0]), nrow=min(len(conditions), 8), labels=conditions.captions)
+        path = write_grid(video.cpu(), out / "val" / f"samples_step{step:07d}.gif",
+                          fps=float(conditions.fps[0]), nrow=min(len(conditions), 8), labels=conditions.captions)
+        ctx.loggers.log_video("val/samples", path, step=step, stage="denoiser", fps=float(conditions.fps[0]))
         return metrics(fake=video, labels=torch.tensor(conditions.labels), fps=torch.tensor(conditions.fps))
 
     from vqvdm_core.engine import Trainer
 
     trainer = Trainer(system, settings, out_dir=out, device=ctx.device, seed=ctx.recipe.seed,
-                      collate_fn=default_collate, validate=validate, description="denoiser")
+                      collate_fn=default_collate, validate=validate, description="denoiser",
+                      loggers=ctx.loggers)
     result = trainer.fit(LatentDataset(ctx.run.stage_dir("latents") / LATENTS_FILE))
     trainer.export_weights(out / DENOISER_WEIGHTS, ema=True)
     final = dict(result.final)

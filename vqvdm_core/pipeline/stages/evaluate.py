@@ -129,8 +129,23 @@ def _write_report(ctx: RunContext, metrics: dict[str, Metric], results: list[dic
     report = {"results": results, "protocol": {name: m.protocol() for name, m in metrics.items()},
               "real_set": ctx.recipe.evaluate.real}
     write_json(out, report)
+    _log_results(ctx, results)
     ctx.console.print(metrics_table(report))
     return {"results": results}
+
+
+def _log_results(ctx: RunContext, results: list[dict[str, Any]]) -> None:
+    """Every number of ``results`` to the experiment loggers, as stage ``evaluate`` at the denoiser's
+    trained steps: ``w=<guidance scale>/<metric>/<key>`` (``<metric>/<key>`` for a samples file)."""
+    step = ctx.denoiser_steps()
+    for res in results:
+        scale = res.get("guidance_scale")
+        prefix = "" if scale is None else f"w={scale:g}/"
+        values = {f"{prefix}{name}/{key}": value for name, computed in res["values"].items()
+                  for key, value in computed.items()}
+        if "latent_std_ratio" in res:
+            values[f"{prefix}latent_std_ratio"] = res["latent_std_ratio"]
+        ctx.loggers.log_scalars(values, step=step, stage="evaluate")
 
 
 def metrics_table(report: dict[str, Any]) -> Table:

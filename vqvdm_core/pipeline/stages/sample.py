@@ -13,7 +13,7 @@ from vqvdm_core.pipeline.samples_file import save_samples
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    from vqvdm_core.video_io import write_grid
+    from vqvdm_core.video_io import video_grid, write_grid
 
     s = ctx.recipe.sample
     out = ctx.run.stage_dir("sample")
@@ -33,6 +33,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
         path = out / f"grid.{fmt}"
         write_grid(video, path, fps=display_fps, nrow=nrow, labels=conditions.captions)
         files.append(path.name)
+    if len(ctx.loggers):  # the experiment loggers get the GIF if there is one (TensorBoard shows it as it is)
+        shown: Any = (out / ("grid.gif" if "gif" in s.formats else f"grid.{s.formats[0]}") if s.formats
+                      else video_grid(video, nrow=nrow, labels=conditions.captions))
+        ctx.loggers.log_video("grid", shown, step=ctx.denoiser_steps(), stage="sample", fps=display_fps)
     write_json(out / "conditions.json", {"labels": conditions.labels, "fps": conditions.fps,
                                          "captions": conditions.captions})
     save_samples(out / "samples.safetensors", video, conditions.labels, conditions.fps)

@@ -40,12 +40,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
         labels = [t for _ in range(len(video)) for t in ("input", "recon")]
         for ext in ("mp4", "gif"):  # MP4 to watch, GIF for the report page
             write_grid(pairs, out / "val" / f"recon_step{step:07d}.{ext}", fps=fps, nrow=2, labels=labels)
+        ctx.loggers.log_video("val/recon", out / "val" / f"recon_step{step:07d}.gif", step=step,
+                              stage="tokenizer", fps=fps)
         return results
 
     from vqvdm_core.engine import Trainer
 
     trainer = Trainer(tokenizer, settings, out_dir=out, device=ctx.device, seed=ctx.recipe.seed,
-                      validate=validate, description="tokenizer")
+                      validate=validate, description="tokenizer", loggers=ctx.loggers)
     result = trainer.fit(ctx.dataset("train"))
     trainer.export_weights(out / TOKENIZER_WEIGHTS, ema=True)
     final = dict(result.final)
