@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from vqvdm_core.devices import synchronize  # noqa: E402
+from vqvdm_core.measure import load_average  # noqa: E402
 
 
 def paper_recipe_parser(doc: str | None, *, repeats: int) -> argparse.ArgumentParser:
@@ -46,11 +45,18 @@ def apply_machine_options(args: argparse.Namespace) -> torch.device:
     return torch.device(args.device)
 
 
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
+def paper_system(args: argparse.Namespace, override: str, device: torch.device) -> tuple[Any, Any, tuple[int, int, int]]:
+    """``(recipe, system, clip_shape)``: ``--recipe`` with ``override`` and ``--set`` applied, and its
+    system with random weights (seed 0) on ``device``, sized by the recipe's data set."""
+    from vqvdm_core.bench import clip_settings
+    from vqvdm_core.recipe import load_recipe
+    from vqvdm_core.system import build_system
+
+    recipe = load_recipe(args.recipe, [override, *args.overrides])
+    clip_shape, num_classes = clip_settings(recipe)
+    torch.manual_seed(0)
+    system = build_system(recipe, num_classes=num_classes, clip_shape=clip_shape).to(device)
+    return recipe, system, clip_shape
 
 
 def conditions(device: torch.device) -> dict[str, Any]:
@@ -76,10 +82,6 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int, device: torc
             if say:
                 say(f"  repeat {r + 1}/{repeats} {name}: {times[name][-1]:.3f} s")
     return times
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def write_json(data: dict[str, Any], path: str | None) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from _common import apply_machine_options, paper_recipe_parser, conditions, interleaved, say, summary, write_json
-from vqvdm_core.bench import count_flops, matmul_flops_per_second
+from _common import apply_machine_options, paper_recipe_parser, conditions, interleaved, say, write_json
+from vqvdm_core.measure import count_flops, matmul_flops_per_second, summary
 from vqvdm_core.recipe import load_recipe
 
 

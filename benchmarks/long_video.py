@@ -40,6 +40,7 @@ from _common import REPO, conditions, say, write_json  # noqa: F401  (puts the r
 from sampler_quality import cpu_flags, parse_sampler
 from vqvdm_core.pipeline import open_run
 from vqvdm_core.pipeline.conditions import cycle
+from vqvdm_core.pixels import uint8_to_unit_range
 from vqvdm_core.progress import progress
 from vqvdm_plugins.metrics.motion_probe import estimate_shift
 
@@ -146,7 +147,7 @@ def continuations(ctx: Any, system: Any, args: argparse.Namespace, sampler: Any,
             items = [data[i] for i in range(start, min(count, start + args.batch_size))]
             real = torch.stack([torch.as_tensor(it["video"]) for it in items]).float()  # (B, 3, T, H, W)
             if real.abs().max() > 1.5:  # uint8 clips
-                real = real / 127.5 - 1.0
+                real = uint8_to_unit_range(real)
             labels = torch.tensor([int(it["label"]) for it in items])
             fps = torch.tensor([float(it["fps"]) for it in items])
             video = system.sample(len(items), fps=fps.to(ctx.device), steps=steps, sampler=sampler,

@@ -18,10 +18,8 @@ from typing import Any
 
 import torch
 
-from _common import apply_machine_options, paper_recipe_parser, conditions, say, write_json
-from vqvdm_core.bench import SamplingTimer, clip_settings
-from vqvdm_core.recipe import load_recipe
-from vqvdm_core.system import build_system
+from _common import apply_machine_options, paper_recipe_parser, paper_system, conditions, say, write_json
+from vqvdm_core.measure import SamplingTimer
 
 
 def main() -> None:
@@ -32,10 +30,8 @@ def main() -> None:
 
     device = apply_machine_options(args)
     # Only decoding is used: no loss network is needed to time sampling.
-    recipe = load_recipe(args.recipe, ["tokenizer.perceptual_weight=0", *args.overrides])
-    clip_shape, num_classes = clip_settings(recipe)
-    torch.manual_seed(0)
-    system = build_system(recipe, num_classes=num_classes, clip_shape=clip_shape).to(device).eval()
+    recipe, system, clip_shape = paper_system(args, "tokenizer.perceptual_weight=0", device)
+    system.eval()
     fps = float(recipe.sample.fps[0]) if recipe.sample.fps else 25.0
     results: dict[str, Any] = {"conditions": conditions(device), "clip_shape": list(clip_shape),
                                "steps": args.steps, "passes": []}

@@ -25,10 +25,8 @@ from typing import Any
 
 import torch
 
-from _common import apply_machine_options, paper_recipe_parser, conditions, interleaved, say, summary, write_json
-from vqvdm_core.bench import clip_settings, count_flops
-from vqvdm_core.recipe import load_recipe
-from vqvdm_core.system import build_system
+from _common import apply_machine_options, paper_recipe_parser, paper_system, conditions, interleaved, say, write_json
+from vqvdm_core.measure import count_flops, summary
 
 
 def optimizer_step(groups: dict[str, list[torch.nn.Parameter]]) -> dict[str, torch.optim.Optimizer]:
@@ -57,10 +55,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = apply_machine_options(args)
-    recipe = load_recipe(args.recipe, ["tokenizer.perceptual_pretrained=false", *args.overrides])
-    clip_shape, num_classes = clip_settings(recipe)
-    torch.manual_seed(0)
-    system = build_system(recipe, num_classes=num_classes, clip_shape=clip_shape).to(device).train()
+    recipe, system, clip_shape = paper_system(args, "tokenizer.perceptual_pretrained=false", device)
+    system.train()
     latent_shape = system.latent_shape
     n = args.batch
     labels = torch.zeros(n, dtype=torch.long, device=device)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from pydantic import Field
@@ -49,9 +48,6 @@ class RescaledCFG(Guidance):
     class Config(ComponentConfig):
         scale: float = Field(3.0, description="guidance scale w (Eq. 9)")
         rescale: float = Field(0.7, ge=0, le=1, description="phi: 0 = plain CFG, 1 = fully rescaled")
-
-    def __init__(self, config: Config | None = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
 
     @property
     def scale(self) -> float:

@@ -26,9 +26,6 @@ class TinyClips(VideoDataset):
         fps: float = 8.0
         seed: int = 0
 
-    def __init__(self, config: Config | None = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
-
     @property
     def clip_shape(self) -> tuple[int, int, int]:
         c = self.config
@@ -61,8 +58,7 @@ class TinyTokenizer(VideoTokenizer):
         latent_channels: int = 2
 
     def __init__(self, config: Config | None = None, **overrides: Any):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.down = nn.Conv3d(3, self.config.latent_channels, (1, 2, 2), stride=(1, 2, 2))
         self.up = nn.ConvTranspose3d(self.config.latent_channels, 3, (1, 2, 2), stride=(1, 2, 2))
 
@@ -96,8 +92,7 @@ class TinyDenoiser(Denoiser):
         emb_dim: int = Field(16, ge=1)
 
     def __init__(self, config: Config | None = None, **overrides: Any):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         c = self.config.in_channels
         if c is None:
             raise ValueError("TinyDenoiser needs in_channels")
@@ -134,7 +129,7 @@ class MeanBrightness(Metric):
         pass
 
     def __init__(self, config: Config | None = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.reset()
 
     def update(self, *, real: Tensor | None = None, fake: Tensor | None = None,

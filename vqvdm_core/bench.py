@@ -6,7 +6,8 @@ pixel-space VDM at 16x64x64, 8.9x faster. :func:`run_bench` times, in one proces
 * the recipe's **latent** system: every denoiser step of a ``steps``-step chain (guided, so the
   denoiser runs on the conditional and unconditional halves as one batch) plus the tokenizer's
   decode to pixels;
-* the **pixel** system: the same recipe with the ``identity`` tokenizer (the denoiser configuration
+* the **pixel** system: the same recipe with the pixel-space tokenizer (the registered one whose
+  class sets ``VideoTokenizer.pixel_space``, or ``pixel_tokenizer``; the denoiser configuration
   unchanged, its ``in_channels`` rewired to RGB) at the paper's pixel-space resolution. Its steps
   are far dearer, so only ``pixel_steps`` of them are timed and the total is extrapolated as
   ``steps x median step time + decode``; the report says so.
@@ -15,209 +16,57 @@ Weights are random (timing does not depend on them). Besides times (median and s
 ``repeats``) the report has FLOPs per step and per decode (``torch.utils.flop_counter``, with the
 CPU flash-attention kernel counted too), the achieved FLOP/s next to a matmul measured in the same
 run, and the peak memory of a timed pass (steps and decode). Latent and pixel repeats are interleaved,
-so a change in machine load hits both; the load average is recorded.
+so a change in machine load hits both; the load average is recorded. The measuring tools are in
+:mod:`vqvdm_core.measure` (re-exported here); the clip shape and class count come from the data set
+(:func:`clip_settings`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import gc
-import math
-import os
 import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch import nn
 
-from vqvdm_core.devices import autocast, cpu_has_native_bf16, resolve_device, synchronize
+from vqvdm_core.devices import resolve_device
 from vqvdm_core.errors import RecipeError, UserError
+from vqvdm_core.measure import (  # re-exported: ``from vqvdm_core.bench import count_flops`` keeps working
+    PeakMemory,
+    SamplingTimer,
+    Spread,
+    count_flops,
+    load_average,
+    matmul_flops_per_second,
+    peak_memory,
+    precision_probe,
+)
 from vqvdm_core.recipe import Recipe, load_recipe
 
 __all__ = [
     "PAPER_TABLE3",
     "BenchReport",
-    "SamplingTimer",
     "SystemTiming",
+    "clip_settings",
+    "pixel_recipe",
+    "pixel_space_tokenizer",
+    "run_bench",
+    # the toolkit's names, re-exported from vqvdm_core.measure
+    "PeakMemory",
+    "SamplingTimer",
+    "Spread",
     "count_flops",
     "matmul_flops_per_second",
     "peak_memory",
     "precision_probe",
-    "run_bench",
 ]
 
 PAPER_TABLE3 = {"latent_seconds": 3.95, "latent_std": 0.01, "latent_resolution": "16x128x128",
                 "pixel_seconds": 35.26, "pixel_std": 2.43, "pixel_resolution": "16x64x64",
                 "speedup": 35.26 / 3.95, "steps": 100}
 """The paper's Table 3 (100-step sampling time, mean +- std of ten runs, one GPU)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Measuring: FLOPs, memory, a matmul reference, the precision probe
-# --------------------------------------------------------------------------------------------
-
-
-def _attention_flops(query_shape: Sequence[int], key_shape: Sequence[int],
-                     value_shape: Sequence[int], *args: Any, **kwargs: Any) -> int:
-    """Forward FLOPs of softmax(q k^T) v: two matmuls, ``2 b h s_q s_k (d_qk + d_v)``."""
-    *batch, s_q, d_qk = query_shape
-    s_k, d_v = key_shape[-2], value_shape[-1]
-    return 2 * math.prod(batch) * s_q * s_k * (d_qk + d_v)
-
-
-def _attention_backward_flops(grad_shape: Sequence[int], query_shape: Sequence[int],
-                              key_shape: Sequence[int], value_shape: Sequence[int],
-                              *args: Any, **kwargs: Any) -> int:
-    """Backward FLOPs of attention: four matmuls of the forward's sizes (dV, dP, dQ, dK)."""
-    return 2 * _attention_flops(query_shape, key_shape, value_shape)
-
-
-def _custom_flop_formulas() -> dict[Any, Callable[..., int]]:
-    """Kernels ``torch.utils.flop_counter`` does not count by itself (PyTorch's CPU attention)."""
-    formulas: dict[Any, Callable[..., int]] = {}
-    aten = torch.ops.aten
-    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", _attention_flops),
-                          ("_scaled_dot_product_flash_attention_for_cpu_backward",
-                           _attention_backward_flops)):
-        if hasattr(aten, name):
-            formulas[getattr(aten, name)] = formula
-    return formulas
-
-
-@contextlib.contextmanager
-def count_flops() -> Iterator[Callable[[], int]]:
-    """``with count_flops() as total: ...`` then ``total()``: FLOPs of matmuls, convolutions and
-    attention run inside (a multiply-add counts 2), as ``torch.utils.flop_counter`` counts them."""
-    counter = FlopCounterMode(display=False, custom_mapping=_custom_flop_formulas())
-    with counter:
-        yield counter.get_total_flops
-    # get_total_flops stays valid after the block.
-
-
-def _proc_status(key: str) -> int | None:
-    """A ``/proc/self/status`` size field in bytes (Linux), or None."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Return freed heap to the OS (glibc) and reset the process's peak RSS (Linux >= 4.0)."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(libc_name).malloc_trim(0)
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return _proc_status("VmHWM") is not None
-
-
-@dataclass
-class PeakMemory:
-    """Result of :func:`peak_memory`: bytes above the level at the start, and how it was measured."""
-
-    bytes: int | None = None
-    method: str = "unavailable"
-
-
-@contextlib.contextmanager
-def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
-    """Peak memory used by the block, above what was in use when it started.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` (tensors). CPU on Linux: the process's peak resident
-    set (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the resident set at the start,
-    after returning freed heap to the OS; so it includes allocator overhead but not memory held
-    before the block. Elsewhere the result is ``None``.
-    """
-    result = PeakMemory()
-    gc.collect()
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        yield result
-        synchronize(device)
-        result.bytes = int(torch.cuda.max_memory_allocated(device) - base)
-        result.method = "torch.cuda.max_memory_allocated above the start"
-        return
-    if device.type == "cpu" and _reset_peak_rss():
-        base = _proc_status("VmRSS") or 0
-        yield result
-        peak = _proc_status("VmHWM")
-        if peak is not None:
-            result.bytes = max(0, peak - base)
-            result.method = "process peak RSS (VmHWM) above the RSS at the start"
-        return
-    yield result
-
-
-def matmul_flops_per_second(device: torch.device, *, size: int = 1024, seconds: float = 0.5) -> float:
-    """FLOP/s of a square fp32 matmul on ``device``: the reference for "fraction of peak"."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    a @ b  # warm-up
-    synchronize(device)
-    times = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < 3 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
-
-
-def precision_probe(device: torch.device, *, channels: int = 32) -> dict[str, Any]:
-    """Time one 3x3x3 convolution (the denoiser's main cost) in fp32 and under bf16 autocast.
-
-    Returns the best of three times of each, and ``bf16_faster``. On CPUs without native
-    bfloat16 (no AVX512-BF16/AMX) PyTorch emulates it and bf16 convolutions are far slower.
-    """
-    conv = nn.Conv3d(channels, channels, 3, padding=(0, 1, 1)).to(device)
-    x = torch.randn(2, channels, 6, 16, 16, device=device)
-
-    def best(precision: str) -> float:
-        times = []
-        with torch.no_grad(), warnings_suppressed(), autocast(device, precision):
-            conv(x)
-            for _ in range(3):
-                synchronize(device)
-                start = time.perf_counter()
-                conv(x)
-                synchronize(device)
-                times.append(time.perf_counter() - start)
-        return min(times)
-
-    fp32 = best("fp32")
-    bf16 = best("bf16")
-    out: dict[str, Any] = {"conv3d_shape": list(x.shape), "fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3,
-                           "bf16_over_fp32": bf16 / fp32, "bf16_faster": bf16 < 0.9 * fp32}
-    if device.type == "cpu":
-        out["cpu_native_bf16"] = cpu_has_native_bf16()
-    return out
-
-
-@contextlib.contextmanager
-def warnings_suppressed() -> Iterator[None]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,27 +82,48 @@ def _data_config(recipe: Recipe) -> Any:
 
 
 def clip_settings(recipe: Recipe) -> tuple[tuple[int, int, int], int]:
-    """``(frames, height, width)`` and the class count of the recipe's training data, read from
-    the data set's config (``frames``, ``size``, ``num_classes``) without opening any file.
+    """``(frames, height, width)`` and the class count of the recipe's training data.
 
-    A data set without a class count in its config (UCF-101 reads it from its split files) gets 1
-    class: the class count only sizes the class-embedding table, which costs no time.
+    Asked of the data set's class first (:meth:`VideoDataset.clip_shape_of` and
+    :meth:`VideoDataset.num_classes_of`, from its config, no file opened); a data set that cannot
+    tell from its config is built and asked (:attr:`VideoDataset.clip_shape`, ``num_classes``).
+    A data set that gives no class count from its config gets 1 class: the count only sizes the
+    class-embedding table, which costs no time.
     """
+    from vqvdm_core.registry import REGISTRY
+
     config = _data_config(recipe)
-    frames = getattr(config, "frames", None)
-    size = getattr(config, "size", None)
-    if not isinstance(frames, int) or not isinstance(size, int):
-        raise UserError(
-            f"vqvdm bench reads the clip size from data.train's 'frames' and 'size', which the "
-            f"'{recipe.data.train.name}' data set does not have; use a recipe whose data set has them")
-    num_classes = getattr(config, "num_classes", None)
-    return (frames, size, size), int(num_classes) if isinstance(num_classes, int) and num_classes > 0 else 1
+    cls = REGISTRY.load("dataset", recipe.data.train.name)
+    shape = cls.clip_shape_of(config)
+    num_classes = cls.num_classes_of(config)
+    if shape is None:
+        dataset = cls(config)
+        shape, num_classes = dataset.clip_shape, dataset.num_classes
+    frames, height, width = (int(v) for v in shape)
+    return (frames, height, width), int(num_classes) if num_classes else 1
 
 
-def pixel_recipe(recipe: Recipe) -> Recipe:
-    """The same recipe with the ``identity`` tokenizer: the denoiser runs on RGB pixels."""
+def pixel_space_tokenizer() -> str:
+    """Name of the registered tokenizer whose class declares ``pixel_space`` (its latent is the
+    video itself); exactly one must, unless ``vqvdm bench --pixel-tokenizer`` names it."""
+    from vqvdm_core.registry import REGISTRY
+
+    found = []
+    for entry in REGISTRY.try_load_all("tokenizer"):
+        if entry.obj is not None and getattr(entry.obj, "pixel_space", False):
+            found.append(entry.name)
+    if len(found) != 1:
+        which = "none is installed" if not found else f"several are: {', '.join(found)}"
+        raise UserError(f"vqvdm bench needs one pixel-space tokenizer (a VideoTokenizer with "
+                        f"pixel_space = True) and {which}; name one with --pixel-tokenizer")
+    return found[0]
+
+
+def pixel_recipe(recipe: Recipe, tokenizer: str | None = None) -> Recipe:
+    """The same recipe with a pixel-space tokenizer (``tokenizer``, or the one registered as such,
+    see :func:`pixel_space_tokenizer`): the denoiser runs on RGB pixels."""
     data = recipe.dump()
-    data["tokenizer"] = {"name": "identity"}
+    data["tokenizer"] = {"name": tokenizer or pixel_space_tokenizer()}
     data["denoiser"] = {k: v for k, v in data["denoiser"].items() if k != "in_channels"}
     return load_recipe(data)
 
@@ -263,25 +133,8 @@ def _parameters(module: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Timing one system
+# What was measured of one system
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Spread:
-    """Median and spread of repeated measurements (seconds, or FLOP/s)."""
-
-    median: float
-    min: float
-    max: float
-    std: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> "Spread":
-        values = list(values)
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return cls(statistics.median(values), min(values), max(values), std, len(values))
 
 
 @dataclass
@@ -291,7 +144,7 @@ class SystemTiming:
     name: str
     clip_shape: tuple[int, int, int]
     diffusion_shape: tuple[int, ...]
-    """``(c, t, h, w)`` the denoiser runs on (the latent, or the pixels for ``identity``)."""
+    """``(c, t, h, w)`` the denoiser runs on (the latent, or the pixels in pixel space)."""
     tokenizer: str
     denoiser: str
     tokenizer_config: dict[str, Any]
@@ -315,75 +168,6 @@ class SystemTiming:
     """Of the first timed pass (every timed step and the decode), above the memory in use before."""
     peak_memory_method: str
     note: str = ""
-
-
-class SamplingTimer:
-    """Times sampling passes of one built system: per-step times (from the ``progress``
-    callback, synchronised), the decode, and the total of each pass.
-
-    ``timed_steps < steps``: each pass runs a ``timed_steps``-step chain and its total is
-    extrapolated as ``steps x median step + decode`` (every step of a respaced chain costs the same).
-    """
-
-    def __init__(self, name: str, system: Any, *, num: int, steps: int, timed_steps: int,
-                 device: torch.device, precision: str, seed: int, fps: float):
-        self.name, self.system, self.num = name, system, num
-        self.steps, self.timed_steps = steps, timed_steps
-        self.device, self.precision, self.seed = device, precision, seed
-        guided = any(getattr(c, "guided", False) for c in system.conditioners)
-        self.labels = [0] * num if guided else None
-        self.fps = [fps] * num if any(c.field == "fps" for c in system.conditioners) else None
-        self.guided = guided and system.guidance is not None and system.guidance.scale not in (0.0, 1.0)
-        self.step_times: list[float] = []
-        self.decode_times: list[float] = []
-        self.totals: list[float] = []
-
-    def _sample(self, steps: int, *, decode: bool,
-                progress: Callable[[int, int], None] | None = None) -> Tensor:
-        generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        with autocast(self.device, self.precision):
-            return self.system.sample(self.num, labels=self.labels, fps=self.fps, steps=steps,
-                                      generator=generator, progress=progress, decode=decode)
-
-    def probe(self) -> tuple[int, int]:
-        """One step and one decode, untimed: the FLOPs of each; also the warm-up."""
-        with count_flops() as step_flops:
-            z = self._sample(1, decode=False)
-        with count_flops() as decode_flops, autocast(self.device, self.precision), torch.no_grad():
-            self.system.decode(z)
-        synchronize(self.device)
-        return step_flops(), decode_flops()
-
-    def time_once(self) -> PeakMemory:
-        """One timed pass: ``timed_steps`` steps and the decode; per-step times from the progress
-        callback (synchronised), the decode as the rest. Returns the pass's peak memory."""
-        with peak_memory(self.device) as memory:
-            self._time_once()
-        return memory
-
-    def _time_once(self) -> None:
-        marks: list[float] = []
-
-        def mark(i: int, n: int) -> None:
-            synchronize(self.device)
-            marks.append(time.perf_counter())
-
-        synchronize(self.device)
-        start = time.perf_counter()
-        self._sample(self.timed_steps, decode=True, progress=mark)
-        synchronize(self.device)
-        end = time.perf_counter()
-        if len(marks) != self.timed_steps:
-            raise RuntimeError(f"the schedule reported {len(marks)} steps, expected {self.timed_steps}")
-        edges = [start, *marks]
-        steps = [b - a for a, b in zip(edges, edges[1:])]
-        decode = end - marks[-1]
-        self.step_times.extend(steps)
-        self.decode_times.append(decode)
-        if self.timed_steps == self.steps:
-            self.totals.append(end - start)
-        else:
-            self.totals.append(self.steps * statistics.median(steps) + decode)
 
 
 def _config_of(component: Any) -> dict[str, Any]:
@@ -426,24 +210,19 @@ class BenchReport:
         return asdict(self)
 
 
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
 def run_bench(recipe: Recipe, *, steps: int = 100, repeats: int = 1, pixel_steps: int = 2,
               pixel_size: int | None = None, clips: int = 1, device: str | None = None,
               precision: str = "auto", seed: int = 0, threads: int | None = None,
-              overrides: Sequence[str] = (),
+              overrides: Sequence[str] = (), pixel_tokenizer: str | None = None,
               say: Callable[[str], None] = lambda message: None) -> BenchReport:
     """Time the recipe's latent system against its pixel-space twin (see the module docstring).
 
     ``pixel_size``: frame size of the pixel system (default half the recipe's, as Table 3 pairs
     128x128 latent-space with 64x64 pixel-space clips). ``precision``: ``auto`` uses bf16
     autocast only where :func:`precision_probe` finds it faster, else fp32. ``threads`` sets
-    ``torch.set_num_threads`` for the run (restored afterwards). ``say`` receives progress lines.
+    ``torch.set_num_threads`` for the run (restored afterwards). ``pixel_tokenizer``: the
+    tokenizer of the pixel system (default: :func:`pixel_space_tokenizer`). ``say`` receives
+    progress lines.
     """
     before = torch.get_num_threads()
     if threads is not None:
@@ -453,14 +232,14 @@ def run_bench(recipe: Recipe, *, steps: int = 100, repeats: int = 1, pixel_steps
     try:
         return _run_bench(recipe, steps=steps, repeats=repeats, pixel_steps=pixel_steps,
                           pixel_size=pixel_size, clips=clips, device=device, precision=precision,
-                          seed=seed, overrides=overrides, say=say)
+                          seed=seed, overrides=overrides, pixel_tokenizer=pixel_tokenizer, say=say)
     finally:
         torch.set_num_threads(before)
 
 
 def _run_bench(recipe: Recipe, *, steps: int, repeats: int, pixel_steps: int, pixel_size: int | None,
                clips: int, device: str | None, precision: str, seed: int, overrides: Sequence[str],
-               say: Callable[[str], None]) -> BenchReport:
+               pixel_tokenizer: str | None, say: Callable[[str], None]) -> BenchReport:
     from vqvdm_core.system import build_system
 
     if steps < 1 or repeats < 1 or clips < 1:
@@ -468,18 +247,18 @@ def _run_bench(recipe: Recipe, *, steps: int, repeats: int, pixel_steps: int, pi
     if not 1 <= pixel_steps <= steps:
         raise UserError(f"--pixel-steps must be between 1 and --steps ({steps}), got {pixel_steps}")
     dev = resolve_device(device or recipe.device)
-    load_start = _load_average()
+    load_start = load_average()
     say(f"device {dev}, {torch.get_num_threads()} threads, load average {load_start}")
 
     clip_shape, num_classes = clip_settings(recipe)
-    frames, size, _ = clip_shape
-    pix = pixel_size if pixel_size is not None else max(1, size // 2)
-    pixel_clip = (frames, pix, pix)
+    frames, height, width = clip_shape
+    pixel_clip = ((frames, pixel_size, pixel_size) if pixel_size is not None
+                  else (frames, max(1, height // 2), max(1, width // 2)))
     fps = float(recipe.sample.fps[0]) if recipe.sample.fps else 25.0
     torch.manual_seed(seed)
 
     systems: dict[str, Any] = {}
-    specs = {"latent": (recipe, clip_shape, steps), "pixel": (pixel_recipe(recipe), pixel_clip, pixel_steps)}
+    specs = {"latent": (recipe, clip_shape, steps), "pixel": (pixel_recipe(recipe, pixel_tokenizer), pixel_clip, pixel_steps)}
     for name, (rec, shape, _) in specs.items():
         try:
             system = build_system(rec, num_classes=num_classes, clip_shape=shape)
@@ -544,7 +323,7 @@ def _run_bench(recipe: Recipe, *, steps: int, repeats: int, pixel_steps: int, pi
     latent, pixel = timings["latent"], timings["pixel"]
     return BenchReport(
         recipe=str(recipe.source or recipe.name), device=str(dev), precision=precision,
-        threads=torch.get_num_threads(), load_average={"start": load_start, "end": _load_average()},
+        threads=torch.get_num_threads(), load_average={"start": load_start, "end": load_average()},
         steps=steps, repeats=repeats, clips=clips, matmul_flops_per_second=statistics.median(matmul),
         matmul_flops_per_second_spread=Spread.of(matmul),
         precision_probe=probe, latent=latent, pixel=pixel,
@@ -632,7 +411,7 @@ def print_report(report: BenchReport, console: Any) -> None:
     table = Table(title=f"vqvdm bench: {report.recipe} ({report.clips} clip, {report.steps} steps)")
     table.add_column("", no_wrap=True)
     table.add_column("latent (recipe)", overflow="fold")
-    table.add_column("pixel (identity tokenizer)", overflow="fold")
+    table.add_column(f"pixel ({report.pixel.tokenizer} tokenizer)", overflow="fold")
     for row in format_report(report):
         table.add_row(*row)
     console.print(table)

@@ -336,6 +336,10 @@ def sample(
     label: list[int] = typer.Option([], "--label", "-l", help="Class index (repeatable; default all)."),
     fps: list[float] = typer.Option([], "--fps", help="FPS value (repeatable; default the data's).",
                                     callback=_fps_values),
+    condition: list[str] = typer.Option(
+        [], "--condition", "-c", metavar="FIELD=V[,V...]",
+        help="Values of another conditioner field, cycled over the clips (repeatable, e.g. motion=0.2,0.9; "
+        "default: the values the latents stage recorded)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help="Guidance scale w.",
                                              callback=_finite),
     steps: Optional[int] = typer.Option(None, "--steps", min=1,
@@ -387,6 +391,9 @@ def sample(
         raise typer.BadParameter("--context-frames needs --context", param_hint="--context-frames")
     source = open_sample_source(run_or_ckpt, device=device, console=out)  # a run or an exported pipeline
     meta, system, defaults = source.meta, source.system, source.settings
+    if condition:
+        meta = {**meta, "condition_values": {**(meta.get("condition_values") or {}),
+                                             **_condition_values(condition, system)}}
     clip_frames = system.clip_shape[0]
     given = None
     if context is not None:
@@ -432,8 +439,30 @@ def sample(
         write_grid(shown, target, fps=max(conditions.fps) or 8.0, nrow=nrow, labels=captions)
         out.print(f"wrote {target}")
     clips = out_path.with_suffix(".safetensors")
-    save_samples(clips, video, conditions.labels, conditions.fps)
+    save_samples(clips, video, conditions.labels, conditions.fps, conditions.values)
     out.print(f"wrote {clips} (every clip with its conditions, for `vqvdm evaluate`)")
+
+
+def _condition_values(options: list[str], system: Any) -> dict[str, list[float]]:
+    """``--condition FIELD=V[,V...]`` options -> field -> values, each field read by a conditioner."""
+    read = sorted({cond.field for cond in system.conditioners} - {"label", "fps"})
+    out: dict[str, list[float]] = {}
+    for option in options:
+        name, sep, text = option.partition("=")
+        name = name.strip()
+        if name in ("label", "fps"):
+            raise typer.BadParameter(f"use --{name} for '{name}'", param_hint="--condition")
+        if not sep or not name or name not in read:
+            raise typer.BadParameter(f"{option!r}: expected FIELD=V[,V...] with FIELD one of the system's "
+                                     f"other condition fields ({', '.join(read) or 'none'})", param_hint="--condition")
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"{option!r}: the values must be numbers", param_hint="--condition") from None
+        if not all(math.isfinite(v) for v in values):
+            raise typer.BadParameter(f"{option!r}: the values must be finite", param_hint="--condition")
+        out[name] = values
+    return out
 
 
 def _check_writable(path: Path) -> None:
@@ -555,6 +584,9 @@ def bench(
     seed: int = typer.Option(0, "--seed", help="Random seed of the sampled noise."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="torch CPU threads (default: torch's)."),
+    pixel_tokenizer: Optional[str] = typer.Option(
+        None, "--pixel-tokenizer", help="Tokenizer of the pixel system (default: the registered one "
+                                        "whose class declares pixel_space)."),
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
 ) -> None:
     """Time sampling of the recipe's latent system against pixel space (the paper's Table 3)."""
@@ -563,7 +595,7 @@ def bench(
     recipe = load_recipe(recipe_path, set_)
     report = run_bench(recipe, steps=steps, repeats=repeats, pixel_steps=min(pixel_steps, steps),
                        pixel_size=pixel_size, clips=num, device=device, precision=precision,
-                       seed=seed, threads=threads, overrides=set_,
+                       seed=seed, threads=threads, overrides=set_, pixel_tokenizer=pixel_tokenizer,
                        say=lambda line: err.print(line, highlight=False, markup=False))
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")

@@ -26,15 +26,36 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True, allow_inf_nan=False)
 
 
+_NOT_GIVEN: Any = object()
+"""``Configurable.__init__`` called with no config at all (not even ``None``)."""
+
+
 class Configurable:
     """Mixin giving a component its ``Config`` and the ``config`` it was built from.
 
-    Subclasses declare ``class Config(ComponentConfig): ...`` and call
-    ``self.config = self.resolve_config(config, overrides)`` first thing in ``__init__``.
+    Subclasses declare ``class Config(ComponentConfig): ...``; the constructor is this one:
+    ``Cls(Cls.Config(...))``, ``Cls(**fields)`` and ``registry.create(kind, name, **fields)`` all
+    leave the validated ``self.config``. A component with more to build defines
+    ``__init__(self, config=None, **overrides)`` starting with ``super().__init__(config,
+    **overrides)`` and then reads ``self.config``. For ``nn.Module`` kinds ``nn.Module.__init__``
+    runs (through ``super()``) before ``config`` is set; ``Configurable`` comes first in the bases.
     """
 
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
     config: ComponentConfig
+
+    def __init__(self, config: Any = _NOT_GIVEN, **overrides: Any) -> None:
+        super().__init__()  # the next base: nn.Module.__init__ for module kinds, else object's
+        if config is _NOT_GIVEN and not overrides and type(self).__init__ is not Configurable.__init__:
+            # ``super().__init__()`` without arguments from a component's own ``__init__``: the
+            # form written before this constructor existed, which sets ``self.config`` itself
+            # next. Its defaults may not validate (a required field): leave that to it.
+            try:
+                self.config = self.resolve_config(None, {})
+            except ValueError:
+                pass
+            return
+        self.config = self.resolve_config(None if config is _NOT_GIVEN else config, overrides)
 
     @classmethod
     def resolve_config(cls, config: ComponentConfig | None, overrides: dict[str, Any]) -> Any:

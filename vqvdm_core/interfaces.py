@@ -6,7 +6,8 @@ Conventions used throughout:
 * Latents are ``(B, c, t, h, w)``; for the paper's 3D VQGAN a ``3x16x128x128`` clip becomes ``4x4x16x16``.
 * Embeddings are ``(B, D)`` where ``D`` is the denoiser's ``emb_dim``.
 * A batch is a mapping with at least ``"video"`` (B, C, T, H, W), ``"fps"`` (B,) float and
-  ``"label"`` (B,) long, where ``-1`` means "no label".
+  ``"label"`` (B,) long, where ``-1`` means "no label", plus any other ``(B,)`` field a
+  conditioner reads (``"motion"``...): conditions are a mapping of field to values.
 
 Each interface is an abstract class; a plug-in subclasses it and adds a nested ``Config``
 (see :mod:`vqvdm_core.config`). The registry refuses a class that does not subclass its kind's
@@ -43,6 +44,8 @@ __all__ = [
     "VideoDataset",
     "ExperimentLogger",
     "RunInfo",
+    "accepts_conditions",
+    "update_metric",
     "ModelFn",
 ]
 
@@ -93,6 +96,10 @@ class VideoTokenizer(Configurable, nn.Module, Trainable):
     """
 
     kind: ClassVar[str] = "tokenizer"
+
+    pixel_space: ClassVar[bool] = False
+    """True for a tokenizer whose latent is the video itself (no compression): ``vqvdm bench``
+    builds the pixel-space twin of a recipe with the registered tokenizer that says so."""
 
     @property
     @abc.abstractmethod
@@ -324,7 +331,9 @@ class Conditioner(Configurable, nn.Module, abc.ABC):
     kind: ClassVar[str] = "conditioner"
 
     field: ClassVar[str]
-    """The batch key this conditioner reads, e.g. ``"fps"`` or ``"label"``."""
+    """The batch key this conditioner reads, e.g. ``"fps"``, ``"label"`` or a plug-in's own
+    (``"motion"``): the data set provides it per clip, the latent cache and samples file keep it, and
+    ``system.sample(conditions={field: ...})`` and metrics (``conditions``) take it by this name."""
 
     @property
     @abc.abstractmethod
@@ -389,7 +398,12 @@ class Metric(Configurable, abc.ABC):
     """An accumulating evaluation metric.
 
     ``update`` takes batches of real and/or generated video ``(B, 3, T, H, W)`` in [-1, 1]
-    and, for conditional metrics, the labels and FPS the generated clips were asked for.
+    and, for conditional metrics, the conditions the generated clips were asked for: always as
+    ``labels`` and ``fps`` (``None`` when not conditioned on), and, to a metric whose ``update``
+    declares a ``conditions`` keyword (or ``**kwargs``), also as ``conditions``, a mapping of every
+    conditioner field to its ``(B,)`` values (``{"label": ..., "fps": ..., "motion": ...}``). The
+    stages call :func:`update_metric`, which does this, so metrics written for ``labels``/``fps``
+    keep working unchanged.
     """
 
     kind: ClassVar[str] = "metric"
@@ -429,6 +443,30 @@ class Metric(Configurable, abc.ABC):
         return self.config.model_dump()
 
 
+def accepts_conditions(metric: Metric) -> bool:
+    """Whether ``metric.update`` takes a ``conditions`` keyword (declared, or through ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(metric.update).parameters
+    except (TypeError, ValueError):
+        return False
+    return "conditions" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def update_metric(metric: Metric, *, real: Tensor | None = None, fake: Tensor | None = None,
+                  conditions: Mapping[str, Tensor] | None = None) -> None:
+    """``metric.update`` with the generated clips' ``conditions`` (field -> ``(B,)`` values): as
+    ``labels``/``fps`` always, and as ``conditions`` too when the metric accepts it (see :class:`Metric`)."""
+    kwargs: dict[str, Any] = {"real": real, "fake": fake}
+    if fake is not None and conditions is not None:
+        given = dict(conditions)
+        kwargs["labels"], kwargs["fps"] = given.get("label"), given.get("fps")
+        if accepts_conditions(metric):
+            kwargs["conditions"] = given
+    metric.update(**kwargs)
+
+
 # --------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------
@@ -438,7 +476,8 @@ class VideoDataset(Configurable, torch.utils.data.Dataset, abc.ABC):
     """A map-style dataset of clips.
 
     ``dataset[i]`` is ``{"video": (3, T, H, W) float in [-1, 1], "fps": float, "label": int}``
-    with ``label == NO_LABEL`` for unlabelled data.
+    with ``label == NO_LABEL`` for unlabelled data, plus any other per-clip number a conditioner
+    reads (``"motion": float``...): the latent cache keeps every such field.
     """
 
     kind: ClassVar[str] = "dataset"
@@ -453,6 +492,19 @@ class VideoDataset(Configurable, torch.utils.data.Dataset, abc.ABC):
     @abc.abstractmethod
     def clip_shape(self) -> tuple[int, int, int]:
         """``(T, H, W)`` of every clip this dataset yields."""
+
+    @classmethod
+    def clip_shape_of(cls, config: Any) -> tuple[int, int, int] | None:
+        """:attr:`clip_shape` of a dataset built from ``config``, told from the config alone (no
+        file opened), or None (the default) when only a built dataset can tell: callers such as
+        ``vqvdm bench`` then build it."""
+        return None
+
+    @classmethod
+    def num_classes_of(cls, config: Any) -> int | None:
+        """:attr:`num_classes` of a dataset built from ``config``, from the config alone, or None
+        (the default) when only a built dataset (e.g. one reading split files) can tell."""
+        return None
 
     @property
     def class_names(self) -> list[str] | None:

@@ -8,7 +8,8 @@ from it, with no run directory (``vqvdm export RUN OUT_DIR`` makes one from a ru
                                      registered name, provider, config file and weights file; every
                                      other file of the folder with its sha256 and size
     system.json                      clip_shape, latent_scale, data (num_classes, class_names,
-                                     fps_values) and the default sample settings
+                                     fps_values, and condition_values when the data had other
+                                     condition fields) and the default sample settings
     tokenizer/config.json            {"name": <registered name>, <every field of its Config>}
     tokenizer/weights.safetensors    its state dict (a component without state has no weights file)
     denoiser/config.json, denoiser/weights.safetensors

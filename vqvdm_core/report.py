@@ -175,7 +175,12 @@ def validation_conditions(meta: dict[str, Any], count: int, fps: list[float] | N
         for value in fps_values:
             parts = [] if label < 0 else [names[label] if label < len(names) else f"class {label}"]
             base.append((label, float(value), " ".join(parts + [f"{float(value):g} fps"])))
-    return [base[i % len(base)] for i in range(count)] if base else []
+    if not base:
+        return []
+    extra = {k: list(v) for k, v in (meta.get("condition_values") or {}).items() if v}  # other fields, cycled
+    return [(*base[i % len(base)][:2], " ".join([base[i % len(base)][2],
+                                                 *(f"{k} {float(v[i % len(v)]):g}" for k, v in extra.items())]))
+            for i in range(count)]
 
 
 def _table(rows: list[list[str]], header: list[str] | None = None, *, cls: str = "") -> str:
@@ -202,7 +207,7 @@ def _component_names(recipe: dict[str, Any]) -> list[list[str]]:
 
     rows = []
     for key in ("tokenizer", "denoiser", "schedule", "guidance"):
-        if key in recipe:
+        if recipe.get(key) is not None:
             rows.append([key, name(recipe[key])])
     conds = recipe.get("conditioners")
     if isinstance(conds, list):

@@ -49,6 +49,7 @@ from vqvdm_core.long_video import (
     decode_in_chunks,
     plan_windows,
 )
+from vqvdm_core.pixels import uint8_to_unit_range
 from vqvdm_core.registry import REGISTRY, Registry
 from vqvdm_core.sampling import (
     DenoiseFn,
@@ -280,7 +281,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         elif "video" in batch and batch["video"] is not None:
             video = torch.as_tensor(batch["video"]).to(self.device)
             if video.dtype == torch.uint8:
-                video = video.float() / 127.5 - 1.0
+                video = uint8_to_unit_range(video)
             with torch.no_grad():
                 z = self.tokenizer.encode(video.float()).float()
         else:
@@ -302,6 +303,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         *,
         labels: Sequence[int] | Tensor | None = None,
         fps: Sequence[float] | Tensor | None = None,
+        conditions: Mapping[str, Any] | None = None,
         steps: int | None = None,
         sampler: Any = None,
         guidance_scale: float | None = None,
@@ -321,8 +323,12 @@ class LatentVideoDiffusion(nn.Module, Trainable):
     ) -> Tensor:
         """Generate ``num`` clips: video ``(num, 3, T, H, W)`` in [-1, 1], or the latent if not ``decode``.
 
-        ``labels``/``fps`` have one value per clip. ``labels=None`` samples the null class
-        (unconditional); an FPS conditioner without ``fps`` uses its default or raises.
+        ``conditions`` maps each conditioner's field to its values, one per clip or one for all
+        (``{"label": [0, 1], "fps": 8.0, "motion": [0.2, 0.9]}``); ``labels=``/``fps=`` are the same
+        as ``conditions={"label": ..., "fps": ...}`` (giving a field both ways is refused). A guided
+        conditioner (the class) without values samples its null value (unconditional); any other
+        conditioner without values uses its default or raises, naming the field. A field that no
+        conditioner reads is refused (except ``label`` / ``fps`` values that are all null).
         ``steps`` respaces the chain (``None``: every training step); ``sampler`` is a built
         :class:`~vqvdm_core.interfaces.Sampler`, a registered name (``"dpmpp_2m"``) or a node
         (``{"name": "ddim", "eta": 0.5}``), default :attr:`sampler` or the schedule's;
@@ -359,7 +365,8 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         plan = self.plan(frames=frames, context=context, overlap=overlap, num=num) if long else None
         if long:
             check_known_frames_settings(known_frames, reconstruction_weight, known_guidance)
-        fields, guided_given = self._sampling_fields(num, labels=labels, fps=fps, device=device)
+        fields, guided_given = self._sampling_fields(num, labels=labels, fps=fps, conditions=conditions,
+                                                     device=device)
         was_training = self.training
         self.eval()
         try:
@@ -512,15 +519,25 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         assert out is not None
         return out
 
-    def _sampling_fields(self, num: int, *, labels: Any, fps: Any,
+    def _sampling_fields(self, num: int, *, labels: Any, fps: Any, conditions: Mapping[str, Any] | None = None,
                          device: torch.device) -> tuple[dict[str, Tensor], bool]:
         """Per-conditioner values for sampling, and whether a guided condition was given."""
-        given = {"label": labels, "fps": fps}
+        given: dict[str, Any] = {k: v for k, v in (conditions or {}).items() if v is not None}
+        for key, value in (("label", labels), ("fps", fps)):
+            if value is not None:
+                if key in given:
+                    raise UserError(f"'{key}' was given both as a keyword and in conditions; give it once")
+                given[key] = value
+        labels = given.get("label")
         read = {cond.field for cond in self.conditioners}
         if labels is not None and "label" not in read:
             if bool((torch.as_tensor(labels) != NO_LABEL).any()):
                 raise UserError("labels were given, but this system has no class conditioner "
                                 "(it was trained unconditionally); sample without labels")
+        unread = sorted(set(given) - read - {"label", "fps"})
+        if unread:
+            raise UserError(f"conditions were given for {', '.join(map(repr, unread))}, which no conditioner of "
+                            f"this system reads (it reads: {_short(sorted(read))})")
         fields: dict[str, Tensor] = {}
         guided_given = False
         for cond in self.conditioners:
@@ -543,7 +560,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
                 if tensor is None:
                     raise UserError(
                         f"{type(cond).__name__} needs a value for '{cond.field}' and has no default: "
-                        f"pass {cond.field}=[...] (one per clip), or give the conditioner a default")
+                        f"pass conditions={{'{cond.field}': [...]}} (one per clip), or give the conditioner a default")
             fields[cond.field] = tensor
         return fields, guided_given
 
@@ -674,7 +691,7 @@ def build_system(recipe: Any, *, num_classes: int, clip_shape: tuple[int, int, i
                             f"{denoiser.emb_dim} dimensions; remove emb_dim from the recipe to wire it")
         conditioners.append(cond)
 
-    guidance = build("guidance", "guidance", recipe.guidance)
+    guidance = build("guidance", "guidance", recipe.guidance) if recipe.guidance is not None else None
     scale = getattr(getattr(recipe, "latents", None), "scale", 1.0)
     return LatentVideoDiffusion(
         tokenizer=tokenizer, denoiser=denoiser, schedule=schedule, conditioners=conditioners,

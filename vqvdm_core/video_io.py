@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.pixels import unit_range_to_uint8
 
 __all__ = [
     "VideoReadError",
@@ -208,7 +209,7 @@ def to_uint8_frames(video: Tensor | np.ndarray) -> np.ndarray:
         raise ValueError(f"a float video must be (C, T, H, W) with C in (1, 3); "
                          f"got {video.dtype} {tuple(video.shape)}")
     video = video.float().expand(3, -1, -1, -1)
-    pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    pixels = unit_range_to_uint8(video)
     return pixels.permute(1, 2, 3, 0).contiguous().numpy()  # (C, T, H, W) -> (T, H, W, C)
 
 

@@ -21,12 +21,10 @@ __all__ = ["IdentityTokenizer"]
 class IdentityTokenizer(VideoTokenizer):
     """Pixels as the latent (no compression): the pixel-space VDM baseline."""
 
+    pixel_space = True
+
     class Config(ComponentConfig):
         pass
-
-    def __init__(self, config: "IdentityTokenizer.Config | None" = None, **overrides: Any):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
 
     @property
     def latent_channels(self) -> int:

@@ -124,6 +124,20 @@ def test_pixel_recipe_swaps_in_the_identity_tokenizer_and_rewires_in_channels(mo
     assert system.denoiser.config.in_channels == 3 and system.latent_shape == (3, 4, 4, 4)
 
 
+def test_clip_settings_ask_the_data_set_and_the_pixel_tokenizer_is_found_by_its_class(module_standins):
+    from vqvdm_core.bench import clip_settings, pixel_space_tokenizer
+    from vqvdm_plugins.datasets import SyntheticMotion, VideoFolder
+
+    # The stand-in data set cannot tell from its config: it is built and asked.
+    assert clip_settings(load_recipe(tiny_recipe())) == ((4, 8, 8), 2)
+    # Data sets that can tell from their config, without opening a file.
+    assert VideoFolder.clip_shape_of(VideoFolder.Config(root="/nowhere", frames=5, size=6)) == (5, 6, 6)
+    assert VideoFolder.num_classes_of(VideoFolder.Config(root="/nowhere")) is None
+    config = SyntheticMotion.Config(frames=3, size=8, num_classes=5)
+    assert (SyntheticMotion.clip_shape_of(config), SyntheticMotion.num_classes_of(config)) == ((3, 8, 8), 5)
+    assert pixel_space_tokenizer() == "identity"  # the one tokenizer class declaring pixel_space
+
+
 # -- measuring tools ----------------------------------------------------------------------------
 
 
@@ -167,7 +181,7 @@ def test_precision_probe_times_both_precisions_and_says_which_is_faster():
 @pytest.mark.parametrize("fp32_ms, bf16_ms, faster", [(1.0, 3.0, False), (3.0, 1.0, True), (1.0, 0.95, False)])
 def test_precision_probe_decides_from_each_precisions_own_timing(monkeypatch, fp32_ms, bf16_ms, faster):
     """A clock that makes every bf16 convolution take bf16_ms and every fp32 one fp32_ms."""
-    import vqvdm_core.bench as bench
+    import vqvdm_core.measure as bench  # precision_probe lives in vqvdm_core.measure
 
     entered: list[str] = []
     real_autocast = bench.autocast

@@ -70,8 +70,11 @@ def cli(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_plugin_installs_in_isolation_with_its_entry_point(plugin_site):
     [info] = plugin_site.glob("vqvdm_example_plugin-*.dist-info")
     assert info.name == "vqvdm_example_plugin-0.1.0.dist-info"
-    assert "temporal_flicker = vqvdm_example_plugin.temporal_flicker:TemporalFlicker" in \
-        (info / "entry_points.txt").read_text()
+    entry_points = (info / "entry_points.txt").read_text()
+    assert "temporal_flicker = vqvdm_example_plugin.temporal_flicker:TemporalFlicker" in entry_points
+    # A conditioner on a field of its own, and a data set that provides it (issue 19).
+    assert "motion = vqvdm_example_plugin.motion:MotionConditioner" in entry_points
+    assert "motion_clips = vqvdm_example_plugin.motion:MotionClips" in entry_points
     assert (plugin_site / "vqvdm_example_plugin" / "temporal_flicker.py").is_file()
     assert not list(PLUGIN.glob("*.egg-info")) and not (PLUGIN / "build").exists()
     # This process never sees it: the project's environment is untouched.

@@ -42,7 +42,7 @@ class Recorder(ExperimentLogger):
         label: str = "r"
 
     def __init__(self, config: "Recorder.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.opened: list[RunInfo] = []
         self.scalars: dict[tuple[str, int, str], float] = {}
         self.calls = 0

@@ -77,13 +77,12 @@ def test_minimal_recipe_validates_and_fills_every_default(registry):
     assert isinstance(recipe.denoiser.config, TinyDenoiser.Config)
     assert recipe.denoiser.config.attention_heads == 2 and recipe.denoiser.config.in_channels is None
     assert recipe.schedule.config == TinySchedule.Config()
-    assert recipe.guidance.name == "none"  # the default guidance, resolved like any component
+    assert recipe.guidance is None  # the default: no guidance, naming no plug-in
     assert recipe.stages == ["tokenizer", "latents", "denoiser", "sample", "evaluate"]
     assert recipe.train.denoiser.optimizer.lr == 1e-4
     assert [(p, k, s.name) for p, k, s in recipe.components()] == [
         ("data.train", "dataset", "tiny_clips"), ("tokenizer", "tokenizer", "tiny_tokenizer"),
         ("denoiser", "denoiser", "tiny_denoiser"), ("schedule", "schedule", "tiny_schedule"),
-        ("guidance", "guidance", "none"),
     ]
     # The global registry was not used, and was not changed.
     assert "tiny_denoiser" not in REGISTRY.names("denoiser")
@@ -369,7 +368,7 @@ def test_component_spec_accepts_flat_and_bare_forms():
     assert spec.dump() == {"name": "unet3d", "channels": 8}  # unresolved: as written
     with pytest.raises(RuntimeError, match="has not been resolved"):
         spec.config
-    assert isinstance(Recipe.model_fields["guidance"].get_default(call_default_factory=True), ComponentSpec)
+    assert Recipe.model_fields["guidance"].get_default() is None  # no guidance: the core names no plug-in
 
 
 # -- sampler nodes ---------------------------------------------------------------------------

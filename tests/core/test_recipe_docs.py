@@ -71,7 +71,7 @@ def test_constraints_and_links_appear_in_the_tables(rendered):
     assert re.search(r"\| `ema_decay` \| float > 0, < 1 \\\| null \| `null` \|", stage)
     top = _section(rendered, "top-level")
     assert "| `tokenizer` | [tokenizer node](#kind-tokenizer) | **required** |" in top
-    assert "| `guidance` | [guidance node](#kind-guidance) | `none` |" in top
+    assert "| `guidance` | [guidance node](#kind-guidance) \\| null | `null` |" in top
 
 
 def test_wired_fields_say_where_they_come_from(rendered):

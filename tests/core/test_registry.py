@@ -288,3 +288,46 @@ def test_a_wired_field_left_unset_fails_naming_the_field():
     reg = registry_of(ep("tiny", "fake_plugins.components:TinyDenoiser", "denoiser"))
     with pytest.raises(ComponentError, match="set in_channels"):
         reg.create("denoiser", "tiny")
+
+
+# -- the Configurable constructor ----------------------------------------------------------------
+
+
+def test_configurable_constructor_validates_every_form_and_initialises_modules_first():
+    import torch
+    from pydantic import Field, ValidationError
+
+    from vqvdm_core.config import ComponentConfig, Configurable
+
+    class Plain(Configurable, torch.nn.Module):  # no __init__ of its own
+        class Config(ComponentConfig):
+            width: int = Field(2, ge=1)
+
+    class Built(Configurable, torch.nn.Module):
+        class Config(ComponentConfig):
+            width: int = Field(..., ge=1)
+
+        def __init__(self, config=None, **overrides):
+            super().__init__(config, **overrides)
+            self.layer = torch.nn.Linear(self.config.width, 1)  # nn.Module.__init__ has run
+
+    class Older(Configurable, torch.nn.Module):  # the form written before the shared constructor
+        class Config(ComponentConfig):
+            width: int = Field(..., ge=1)
+
+        def __init__(self, config=None, **overrides):
+            super().__init__()
+            self.config = self.resolve_config(config, overrides)
+
+    for cls in (Plain, Built, Older):
+        assert cls(cls.Config(width=3)).config.width == 3
+        assert cls(width=4).config.width == 4
+        assert cls(cls.Config(width=3), width=5).config.width == 5
+    assert Plain().config.width == 2
+    assert dict(Built(width=3).named_parameters()).keys() == {"layer.weight", "layer.bias"}
+    for cls in (Plain, Built, Older):
+        with pytest.raises(ValidationError):
+            cls(width=0)
+    for cls in (Built, Older):  # a required field stays required
+        with pytest.raises(ValidationError):
+            cls()

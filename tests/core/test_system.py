@@ -28,7 +28,7 @@ class PoolTokenizer(VideoTokenizer):
     class Config(ComponentConfig):
         pass
 
-    def __init__(self, config=None, **overrides):
+    def __init__(self, config=None, **overrides):  # the constructor's older form: still supported
         super().__init__()
         self.config = self.resolve_config(config, overrides)
         self.gain = nn.Parameter(torch.ones(()))

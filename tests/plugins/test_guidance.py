@@ -19,8 +19,7 @@ class RecordingDenoiser(Denoiser):
         pass
 
     def __init__(self, config=None, **overrides):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.proj = nn.Linear(4, 3)
         self.batch_sizes: list[int] = []
 

@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import Tensor
 
 from vqvdm_core.config import ComponentConfig
+from vqvdm_core.pixels import uint8_to_unit_range  # re-exported: its old home
 
 __all__ = ["ClipConfig", "clip_span", "choose_start", "frames_to_clip", "resize_center_crop",
            "uint8_to_unit_range"]
@@ -37,6 +38,10 @@ class ClipConfig(ComponentConfig):
                     "frame to the last possible start (1: the clip at the start)",
     )
     seed: int = Field(0, description="seeds the choices that must repeat (the stand-in for a bad file)")
+
+    def clip_shape(self) -> tuple[int, int, int]:
+        """``(T, H, W)`` of the clips: ``frames`` of ``size x size``."""
+        return (self.frames, self.size, self.size)
 
 
 def clip_span(frames: int, stride: int) -> int:
@@ -72,11 +77,6 @@ def choose_start(
     if clips_per_video == 1:
         return 0
     return round(clip * last / (clips_per_video - 1))
-
-
-def uint8_to_unit_range(x: Tensor) -> Tensor:
-    """``uint8`` (or float in [0, 255]) -> float32 in [-1, 1]."""
-    return (x.float() / 127.5 - 1.0).clamp(-1.0, 1.0)
 
 
 def _resized_shape(h: int, w: int, size: int) -> tuple[int, int]:

@@ -79,7 +79,7 @@ class FileClipDataset(VideoDataset):
     config: ClipConfig
 
     def __init__(self, config: ClipConfig | None = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self._skipped: dict[str, str] = {}
         records, self._class_names = self.index()
         span = clip_span(self.config.frames, self.config.frame_stride)
@@ -152,8 +152,11 @@ class FileClipDataset(VideoDataset):
 
     @property
     def clip_shape(self) -> tuple[int, int, int]:
-        c = self.config
-        return (c.frames, c.size, c.size)
+        return self.config.clip_shape()
+
+    @classmethod
+    def clip_shape_of(cls, config: Any) -> tuple[int, int, int] | None:
+        return cls.resolve_config(config, {}).clip_shape()
 
     @property
     def class_names(self) -> list[str] | None:

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError
+from vqvdm_core.interfaces import NO_LABEL
 from vqvdm_core.video_io import VideoReadError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "require_dir",
     "find_files",
     "find_frame_folders",
+    "label_by_folder",
     "read_frame_files",
     "absent",
 ]
@@ -88,6 +90,22 @@ def find_frame_folders(root: Path, extensions: Sequence[str]) -> list[tuple[Path
         if frames:
             out.append((folder, frames))
     return out
+
+
+def label_by_folder(paths: Sequence[Path], root: Path, *,
+                    labelled: bool = True) -> tuple[list[int], list[str] | None]:
+    """The class of each of ``paths`` (a video file, or a folder of frames) found under ``root``: the
+    name of the folder holding it, as an index into the sorted class names; a path that is ``root``
+    or sits directly in it is unlabelled (``NO_LABEL``), and so is every path when not ``labelled``.
+    Returns the labels and the class names (None when there are none). Sorting keeps the indices
+    stable across runs and machines."""
+    if not labelled:
+        return [NO_LABEL] * len(paths), None
+    has_class = [path != root and path.parent != root for path in paths]
+    names = sorted({path.parent.name for path, ok in zip(paths, has_class, strict=True) if ok})
+    index = {name: i for i, name in enumerate(names)}
+    labels = [index[path.parent.name] if ok else NO_LABEL for path, ok in zip(paths, has_class, strict=True)]
+    return labels, names or None
 
 
 def read_frame_files(files: Sequence[str | os.PathLike[str]], *, start: int, count: int,

@@ -19,15 +19,17 @@ Gradients are taken with ``torch.autograd.grad(loss, group_params)``, so a loss 
 reaches its own group's ``.grad``: the generator's loss flows through the discriminator without
 leaving gradients on it, and each group's gradient accumulates over micro-batches untouched by
 the other groups' backward passes. See ``docs/engine.md``.
+
+Saving and resuming the training state is in :mod:`vqvdm_core.engine.resume`, the logging windows
+(means since the last record, over processes) in :mod:`vqvdm_core.engine.log_window`; both are
+mixed into :class:`Trainer`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,29 +41,31 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from vqvdm_core import distributed as dist
+from vqvdm_core.data.loader import collate_clips
 from vqvdm_core.devices import autocast, check_precision
-from vqvdm_core.engine.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-    save_weights,
-)
+from vqvdm_core.engine.checkpoint import save_weights
 from vqvdm_core.engine.ema import EMA
 from vqvdm_core.engine.loader import DataPosition, InfiniteLoader, LoaderError
+from vqvdm_core.engine.log_window import LogWindow, WindowLogging
+from vqvdm_core.engine.log_window import as_float as _as_float
+from vqvdm_core.engine.log_window import loss_means as _loss_means
+from vqvdm_core.engine.log_window import stream_fingerprint as _stream_fingerprint  # noqa: F401 (old name)
 from vqvdm_core.engine.logging import MetricsLog, TrainProgress
+from vqvdm_core.engine.resume import CHECKPOINT_NAME, CheckpointState
+from vqvdm_core.engine.resume import _on_this_device  # noqa: F401 (old name)
+from vqvdm_core.engine.resume import load_model_state as _load_model_state  # noqa: F401 (old name)
+from vqvdm_core.engine.resume import model_state as _model_state
 from vqvdm_core.engine.optim import build_lr_schedule, build_optimizer, trained_groups
 from vqvdm_core.errors import ComponentError, WorkFailure
 from vqvdm_core.interfaces import TrainStep
 from vqvdm_core.recipe import TrainSettings
-from vqvdm_core.seeding import capture_rng_state, fork_rng, restore_rng_state, seed_everything
+from vqvdm_core.seeding import fork_rng, seed_everything
 
 if TYPE_CHECKING:
     from vqvdm_core.loggers import LoggerSet
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer"]
 
-CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.jsonl"
 CURVES_NAME = "loss_curves.png"
 
@@ -96,19 +100,6 @@ class TrainResult:
     final: dict[str, Any] = field(default_factory=dict)
 
 
-def _model_state(model: nn.Module) -> dict[str, Tensor]:
-    getter = getattr(model, "checkpoint_state_dict", None)
-    return dict(getter() if callable(getter) else model.state_dict())
-
-
-def _load_model_state(model: nn.Module, state: dict[str, Tensor]) -> None:
-    loader = getattr(model, "load_checkpoint_state_dict", None)
-    if callable(loader):
-        loader(state)
-    else:
-        model.load_state_dict(state, strict=True)
-
-
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
@@ -121,44 +112,10 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _default_collate() -> Callable[[list[Any]], Any]:
-    try:
-        from vqvdm_core.data.loader import collate_clips  # type: ignore[import-not-found]
-    except ImportError:
-        from torch.utils.data import default_collate
-
-        return default_collate
-    return collate_clips  # type: ignore[no-any-return]
+_Window = LogWindow  # the old name
 
 
-def _loss_means(means: Mapping[str, float]) -> dict[str, float]:
-    """``{"loss/generator": 0.1, "g_adv": 0.2}`` -> ``{"generator": 0.1}``: the losses, by group."""
-    return {k[len("loss/"):]: v for k, v in means.items() if k.startswith("loss/")}
-
-
-def _as_float(value: Any) -> float:
-    return float(value.detach().float().mean()) if isinstance(value, Tensor) else float(value)
-
-
-class _Window:
-    """Running means of the values logged since the previous record."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.steps = 0
-        self.t0 = time.perf_counter()
-
-    def add(self, values: Mapping[str, float]) -> None:
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-            self.counts[k] = self.counts.get(k, 0) + 1
-
-    def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.counts[k] for k in self.sums}
-
-
-class Trainer:
+class Trainer(CheckpointState, WindowLogging):
     """Trains one :class:`~vqvdm_core.interfaces.Trainable` module with a stage's :class:`TrainSettings`.
 
     ``out_dir`` receives ``checkpoints/last.pt``, ``metrics.jsonl`` and ``loss_curves.png``.
@@ -202,7 +159,7 @@ class Trainer:
         self.seed = int(seed)
         self.description = description
         self.validate = validate
-        self.collate_fn = collate_fn or _default_collate()
+        self.collate_fn = collate_fn or collate_clips
         self.console = console or Console()
         self.out_dir = Path(out_dir)
         self.checkpoint_path = self.out_dir / "checkpoints" / CHECKPOINT_NAME
@@ -255,7 +212,7 @@ class Trainer:
         )
         progress = TrainProgress(self.console, description=self.description, total=s.steps,
                                  start=self.step, enabled=self.is_main)
-        window = _Window()
+        window = LogWindow()
         try:
             with progress:
                 if resumed:
@@ -270,7 +227,7 @@ class Trainer:
                     last = self.step == s.steps
                     if self.step % s.log_every == 0 or last:
                         self._log(window, loader, progress)
-                        window = _Window()
+                        window = LogWindow()
                     else:
                         progress.tick(self.step, lambda: _loss_means(window.means()))
                     if self.validate is not None and (self.step % s.val_every == 0 or last):
@@ -443,40 +400,6 @@ class Trainer:
     def _elapsed(self) -> float:
         return self._elapsed_before + (time.perf_counter() - self._t_start)
 
-    def _log(self, window: _Window, loader: InfiniteLoader, progress: TrainProgress) -> None:
-        span = time.perf_counter() - window.t0
-        means = self._global_means(window.means())
-        record: dict[str, Any] = {
-            "tag": "train", "step": self.step, "time": round(self._elapsed(), 3),
-            "epoch": loader.position.epoch,
-            "it_per_s": round(window.steps / span, 4) if span > 0 else None,
-        }
-        record.update({f"lr/{g}": lr for g, lr in self._last_lr.items()})
-        record.update(means)
-        self.metrics.write(record)
-        self.history.append(record)
-        progress.update(self.step, _loss_means(means))
-
-    def _global_means(self, means: dict[str, float]) -> dict[str, float]:
-        """``means`` averaged over processes (the model's logged terms are each process's own; losses,
-        gradient norms and rates are already the same everywhere). Also checks that the processes'
-        random streams still agree, which global-batch draws rely on."""
-        if self.world_size == 1:
-            return means
-        gathered = dist.all_gather_object((list(means), _stream_fingerprint()))
-        shared = [k for k in means if all(k in keys for keys, _ in gathered)]
-        if shared:
-            averaged = dist.all_reduce_mean(torch.tensor([means[k] for k in shared], dtype=torch.float64))
-            means = {**means, **dict(zip(shared, averaged.tolist()))}
-        if len({fingerprint for _, fingerprint in gathered}) > 1 and not self._warned_streams:
-            self._warned_streams = True
-            warnings.warn(
-                f"{self.description}: the processes' random generators diverged by step {self.step}: a "
-                "component draws randomness differently on different processes (use "
-                "vqvdm_core.distributed.draw_for_global_batch), so this run's result depends on the "
-                "number of processes", RuntimeWarning, stacklevel=2)
-        return means
-
     def _run_validation(self, progress: TrainProgress) -> None:
         """Call ``validate`` on rank 0 with EMA weights, eval mode, no grad, forked RNG."""
         if not self.is_main or self.validate is None:
@@ -533,86 +456,4 @@ class Trainer:
                 f"written. {self._kept_checkpoint_note()} Lower the learning rate or enable grad_clip.",
                 step=self.step,
             )
-        rng_states = dist.all_gather_object(capture_rng_state())
-        if self.is_main:
-            state = {
-                "step": self.step,
-                "elapsed": self._elapsed(),
-                "model": _model_state(self.model),
-                "ema": self.ema.state_dict() if self.ema is not None else {},
-                "optimizers": {g: opt.state_dict() for g, opt in self.optimizers.items()},
-                "schedulers": {g: sch.state_dict() for g, sch in self.schedulers.items()},
-                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                "rng": {"world_size": self.world_size, "ranks": rng_states},
-                "data": {"seed": self.seed, **self._position.state_dict()},
-                "settings": self.settings.model_dump(mode="json"),
-            }
-            save_checkpoint(state, self.checkpoint_path)
-        self._last_saved_step = self.step
-
-    def _resume(self) -> bool:
-        """Load ``checkpoints/last.pt`` if it exists; True when training state was restored."""
-        if self.is_main:
-            remove_stale_temporaries(self.checkpoint_path.parent)
-        dist.barrier()
-        if not self.checkpoint_path.is_file():
-            return False
-        path = self.checkpoint_path
-        state = load_checkpoint(path, map_location="cpu")
-        try:
-            _load_model_state(self.model, state["model"])
-            if self.ema is not None:
-                if state["ema"]:
-                    self.ema.load_state_dict(state["ema"])  # type: ignore[arg-type]
-                else:  # EMA switched on after the checkpoint: start the average here
-                    self.ema = EMA(self.model, decay=self.settings.ema_decay,  # type: ignore[arg-type]
-                                   params=[p for ps in self.groups.values() for p in ps])
-            missing = sorted(set(self.optimizers) - set(state["optimizers"]))
-            if missing:
-                raise KeyError(f"no optimizer state for group(s) {missing}")
-            for g, opt in self.optimizers.items():
-                opt.load_state_dict(state["optimizers"][g])
-                self.schedulers[g].load_state_dict(state["schedulers"][g])
-            if self.scaler is not None and state["scaler"]:
-                self.scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            reason = " ".join(str(exc).split())
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this model or these settings ({reason}). Delete "
-                f"{path.parent} to start the stage afresh."
-            ) from exc
-        self.step = int(state["step"])
-        self._elapsed_before = float(state.get("elapsed", 0.0))
-        self._last_saved_step = self.step
-        data = state["data"]
-        self._position = DataPosition(int(data["epoch"]), int(data["batch"]))
-        rng = state["rng"]
-        if int(rng["world_size"]) == self.world_size:
-            restore_rng_state(rng["ranks"][self.rank])
-        else:
-            # Every process of a run holds the same stream, so rank 0's continues the run on any
-            # number of processes (a checkpoint of an older version, whose ranks drew independent
-            # streams, continues from rank 0's).
-            restore_rng_state(_on_this_device(rng["ranks"][0]))
-            if self.is_main:
-                self.console.print(f"{self.description}: checkpoint written by {rng['world_size']} "
-                                   f"process(es), resumed by {self.world_size}")
-        return True
-
-
-def _stream_fingerprint() -> str:
-    """A short digest of this process's CPU (and current CUDA device's) generator state."""
-    digest = hashlib.blake2b(torch.get_rng_state().numpy().tobytes(), digest_size=8)
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        digest.update(torch.cuda.get_rng_state().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _on_this_device(state: dict[str, Any]) -> dict[str, Any]:
-    """Rank 0's generator state with its first CUDA device's stream moved to this process's device
-    (each process draws on its own device, rank 0 on its first)."""
-    cuda = state.get("cuda")
-    if not cuda or not torch.cuda.is_available():
-        return state
-    states = [cuda[0]] * torch.cuda.device_count()
-    return {**state, "cuda": states}
+        self._write_checkpoint()

@@ -19,18 +19,13 @@ from rich.console import Console
 
 from vqvdm_core.pipeline.context import RunContext
 from vqvdm_core.pipeline.run_dir import RunDir
-from vqvdm_core.pipeline.stages import denoiser, evaluate, latents, sample, tokenizer
-from vqvdm_core.recipe import STAGES, Recipe
+from vqvdm_core.pipeline.stages import ORDER
+from vqvdm_core.recipe import Recipe
 
-STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any]]] = {
-    "tokenizer": tokenizer.run,
-    "latents": latents.run,
-    "denoiser": denoiser.run,
-    "sample": sample.run,
-    "evaluate": evaluate.run,
-}
+STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any]]] = {s.name: s.function for s in ORDER}
+"""Each stage's ``run(ctx) -> info`` (from its declaration; a run calls it through this mapping)."""
 
-MAIN_PROCESS_STAGES = frozenset({"latents", "sample", "evaluate"})
+MAIN_PROCESS_STAGES = frozenset(s.name for s in ORDER if s.main_process_only)
 """Stages run by rank 0 alone under torchrun; the training stages run on every process."""
 
 __all__ = ["RunContext", "RunDir", "STAGE_FUNCTIONS", "check_files", "make_context", "open_run", "run_recipe"]
@@ -91,7 +86,7 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
     from vqvdm_core.seeding import seed_everything
 
     recipe = ctx.recipe
-    wanted = [s for s in STAGES if s in (stages or recipe.stages)]
+    wanted = [s.name for s in ORDER if s.name in (stages or recipe.stages)]
     if not force:
         # Refuse a recipe that does not match the run's stages before anything is written, so
         # that the run keeps the recipe.yaml its outputs were made by.

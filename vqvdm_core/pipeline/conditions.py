@@ -1,13 +1,25 @@
-"""Which (class, FPS) conditions the sample and evaluate stages generate."""
+"""Which conditions (class, FPS and any other conditioner field) the sample and evaluate stages generate.
+
+Other fields (a plug-in conditioner's ``motion``...) take the values the latents stage recorded for
+them (``condition_values`` in its ``stage.json``: the distinct values of the training data, at most
+:data:`MAX_FIELD_VALUES` of them spread over their range), cycled along the (class, FPS) pairs.
+"""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 from vqvdm_core.errors import UserError
 from vqvdm_core.interfaces import NO_LABEL
+
+
+MAX_FIELD_VALUES = 8
+"""Values of one other conditioner field that the latents stage records for sampling."""
 
 
 @dataclass
@@ -15,12 +27,45 @@ class Conditions:
     labels: list[int]
     fps: list[float]
     captions: list[str]
+    values: dict[str, list[float]] = field(default_factory=dict)
+    """Every other conditioner field -> one value per clip."""
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def chunk(self, start: int, stop: int) -> "Conditions":
-        return Conditions(self.labels[start:stop], self.fps[start:stop], self.captions[start:stop])
+        return Conditions(self.labels[start:stop], self.fps[start:stop], self.captions[start:stop],
+                          {k: v[start:stop] for k, v in self.values.items()})
+
+    def as_lists(self) -> dict[str, list[Any]]:
+        """Field -> one value per clip, every field (``label``, ``fps`` and the others)."""
+        return {"label": list(self.labels), "fps": list(self.fps), **{k: list(v) for k, v in self.values.items()}}
+
+    def tensors(self, device: "torch.device | str" = "cpu") -> "dict[str, torch.Tensor]":
+        """Field -> ``(N,)`` tensor, every field (what ``system.sample(conditions=)`` and metrics take)."""
+        import torch
+
+        out = {"label": torch.tensor(self.labels, dtype=torch.long, device=device),
+               "fps": torch.tensor(self.fps, dtype=torch.float32, device=device)}
+        out.update({k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in self.values.items()})
+        return out
+
+
+def field_values(values: list[float], limit: int = MAX_FIELD_VALUES) -> list[float]:
+    """The distinct ``values`` sorted, thinned to at most ``limit`` spread over their range."""
+    distinct = sorted({round(float(v), 4) for v in values})
+    if len(distinct) <= limit:
+        return distinct
+    return [distinct[round(i * (len(distinct) - 1) / (limit - 1))] for i in range(limit)]
+
+
+def _with_values(meta: dict[str, Any], base: Conditions) -> Conditions:
+    """``base`` with each other field's recorded values cycled along it, named in the captions."""
+    extra = {k: list(v) for k, v in (meta.get("condition_values") or {}).items() if v}
+    n = len(base)
+    values = {k: list(itertools.islice(itertools.cycle(v), n)) for k, v in extra.items()}
+    captions = [" ".join([c, *(f"{k} {values[k][i]:g}" for k in values)]) for i, c in enumerate(base.captions)]
+    return Conditions(base.labels, base.fps, captions, values)
 
 
 def _label_values(meta: dict[str, Any], labels: list[int] | Literal["all"] | None) -> list[int]:
@@ -50,12 +95,13 @@ def grid(meta: dict[str, Any], *, labels: list[int] | Literal["all"] | None,
     if not fps_values:
         raise UserError("no FPS values to sample: set sample.fps in the recipe")
     pairs = [(lab, f) for lab in _label_values(meta, labels) for f in fps_values for _ in range(per_condition)]
-    return Conditions([p[0] for p in pairs], [float(p[1]) for p in pairs],
-                      [_caption(meta, *p) for p in pairs])
+    return _with_values(meta, Conditions([p[0] for p in pairs], [float(p[1]) for p in pairs],
+                                         [_caption(meta, *p) for p in pairs]))
 
 
 def cycle(meta: dict[str, Any], count: int, *, fps: list[float] | None) -> Conditions:
     """``count`` conditions cycling evenly through every class and FPS value (for metrics)."""
-    base = grid(meta, labels="all", fps=fps, per_condition=1)
+    base = grid({k: v for k, v in meta.items() if k != "condition_values"}, labels="all", fps=fps,
+                per_condition=1)
     pairs = list(itertools.islice(itertools.cycle(zip(base.labels, base.fps, base.captions)), count))
-    return Conditions([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
+    return _with_values(meta, Conditions([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]))

@@ -11,6 +11,7 @@ import torch
 
 from vqvdm_core.errors import UserError
 from vqvdm_core.interfaces import NO_LABEL
+from vqvdm_core.pixels import uint8_to_unit_range
 
 __all__ = ["ContextClip", "load_context", "mark_generated"]
 
@@ -48,7 +49,7 @@ def load_context(spec: str, ctx: Any, *, context_frames: int, max_frames: int) -
         item = data[index]
         video = torch.as_tensor(item["video"])
         if video.dtype == torch.uint8:
-            video = video.float() / 127.5 - 1.0
+            video = uint8_to_unit_range(video)
         video = video[None, :, :max_frames].float()
         label = int(item.get("label", NO_LABEL))
         fps = float(item["fps"]) if item.get("fps") is not None else None
@@ -60,7 +61,7 @@ def load_context(spec: str, ctx: Any, *, context_frames: int, max_frames: int) -
             raise UserError(f"--context {spec}: no such video file (or use train:INDEX / val:INDEX for a "
                             "clip of the recipe's data)")
         frames, fps = read_video(path, num_frames=max_frames)  # (T, H, W, 3) uint8; a clear error if not a video
-        video = frames.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        video = uint8_to_unit_range(frames.permute(3, 0, 1, 2)[None])
         label, source = NO_LABEL, str(path)
     available = video.shape[2]
     if available < context_frames:

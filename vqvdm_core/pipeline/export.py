@@ -59,6 +59,9 @@ def export_run(run: str | Path, out: str | Path, *, force: bool = False,
         "class_names": [str(n) for n in meta.get("class_names") or []],
         "fps_values": [float(f) for f in meta.get("fps_values") or []],
     }
+    if meta.get("condition_values"):  # other conditioner fields' values seen (a plug-in's "motion"...)
+        system.data_info["condition_values"] = {str(k): [float(v) for v in values]
+                                                for k, values in meta["condition_values"].items()}
     system.sample_settings = recipe.sample.model_dump(mode="json", exclude={"sampler"})
 
     records = {stage: (rec.info or {}) for stage in EXPORT_STAGES if (rec := run_dir.record(stage)) is not None}

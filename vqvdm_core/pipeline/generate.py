@@ -14,6 +14,13 @@ from vqvdm_core.pipeline.conditions import Conditions
 from vqvdm_core.progress import progress
 
 
+def conditions_for(system: Any, conditions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``conditions`` without the fields, other than ``label``/``fps``, that none of ``system``'s
+    conditioners reads (the data may provide fields a recipe does not condition on)."""
+    read = {cond.field for cond in system.conditioners}
+    return {k: v for k, v in conditions.items() if k in read or k in ("label", "fps")}
+
+
 class LatentMoments:
     """Running mean and standard deviation of every value of the generated (unscaled) latents.
 
@@ -82,8 +89,7 @@ def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int
             with autocast(device, precision):
                 latent = system.sample(
                     len(part),
-                    labels=torch.tensor(part.labels, device=device),
-                    fps=torch.tensor(part.fps, device=device),
+                    conditions=conditions_for(system, part.tensors(device)),
                     steps=steps, sampler=sampler, guidance_scale=guidance_scale,
                     generator=generator, progress=lambda i, total: advance(1), decode=False, **extend,
                 )

@@ -52,7 +52,7 @@ def model_card(*, recipe: Any, meta: Mapping[str, Any], records: Mapping[str, Ma
         f"`{recipe.tokenizer.name}` tokenizer and a `{recipe.denoiser.name}` denoiser trained with DDPM on its "
         f"latents. It generates {frames}-frame {height}x{width} clips, conditioned on "
         + (", ".join(f"`{c.name}`" for c in recipe.conditioners) or "nothing")
-        + f" ({classes}), with `{recipe.guidance.name}` guidance.",
+        + f" ({classes}), with " + (f"`{recipe.guidance.name}` guidance." if recipe.guidance else "no guidance."),
         "",
         "## Data",
         "",

@@ -12,23 +12,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from vqvdm_core.pipeline.stages import ORDER
 from vqvdm_core.recipe import STAGES
 from vqvdm_core.registry import REGISTRY, Registry
 
 __all__ = ["missing_files"]
 
 USED_BY: dict[str, frozenset[str]] = {
-    "data.train": frozenset({"tokenizer", "latents", "evaluate"}),
-    "data.val": frozenset({"tokenizer", "denoiser", "evaluate"}),
-    "train.tokenizer": frozenset({"tokenizer"}),
-    "train.denoiser": frozenset({"denoiser"}),
-    "sample": frozenset({"sample"}),
-    "evaluate": frozenset({"evaluate"}),
+    path: frozenset(s.name for s in ORDER if path in s.reads) for path in dict.fromkeys(p for s in ORDER for p in s.reads)
 }
-"""The stages that read a recipe section's components (by path prefix); the model's components
-(tokenizer, denoiser, schedule, conditioners, guidance) are used by every stage."""
+"""The stages that read a recipe section's components (by path prefix; each stage's ``reads``); the
+model's components (tokenizer, denoiser, schedule, conditioners, guidance) are used by every stage."""
 
-TRAINED_BY: dict[str, str] = {"tokenizer": "tokenizer", "denoiser": "denoiser"}
+TRAINED_BY: dict[str, str] = {path: s.name for s in ORDER for path in s.trains}
 """The stage that trains the component at a recipe path (it needs its training files there)."""
 
 

@@ -24,22 +24,20 @@ from vqvdm_core.errors import UserError
 from vqvdm_core.paths import check_can_write
 from vqvdm_core.recipe import Recipe, save_recipe
 
-STAGE_HASH_PATHS: dict[str, tuple[str, ...]] = {
-    "tokenizer": ("seed", "data.train", "data.val", "tokenizer", "train.tokenizer"),
-    "latents": ("latents", "data.train"),
-    "denoiser": ("seed", "denoiser", "schedule", "conditioners", "train.denoiser"),
-    "sample": ("sample", "guidance"),
-    "evaluate": ("evaluate", "guidance", "data.val", "sample.fps"),
-}
-"""Recipe parts each stage depends on (besides everything upstream)."""
+def __getattr__(name: str) -> Any:
+    """``STAGE_HASH_PATHS`` and ``UPSTREAM``, derived from the stage declarations (kept for old imports;
+    derived lazily since the stage modules import this one through ``context``)."""
+    if name == "STAGE_HASH_PATHS":  # recipe parts each stage depends on (besides everything upstream)
+        return {s.name: s.hash_paths for s in _stages()}
+    if name == "UPSTREAM":
+        return {s.name: s.upstream for s in _stages()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-UPSTREAM: dict[str, str | None] = {
-    "tokenizer": None,
-    "latents": "tokenizer",
-    "denoiser": "latents",
-    "sample": "denoiser",
-    "evaluate": "denoiser",
-}
+
+def _stages() -> tuple[Any, ...]:
+    from vqvdm_core.pipeline.stages import ORDER
+
+    return ORDER
 
 
 class StageMismatchError(UserError):
@@ -63,15 +61,25 @@ def _read_holder(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def stage_hash(recipe: Recipe, stage: str) -> str:
-    """Hash of the recipe parts ``stage`` depends on, chained with its upstream stage's hash."""
-    own = recipe.hash(*STAGE_HASH_PATHS[stage])
-    up = UPSTREAM[stage]
-    if up is None:
-        return own
-    import hashlib
+def stage_hash(recipe: Recipe, stage: str, cache: dict[str, str] | None = None) -> str:
+    """Hash of the recipe parts ``stage`` depends on, chained with its upstream stage's hash.
 
-    return hashlib.sha256(f"{stage_hash(recipe, up)}:{own}".encode()).hexdigest()[:16]
+    ``cache`` (stage name -> hash, for this ``recipe`` only) is read and filled, upstream stages included.
+    """
+    cache = {} if cache is None else cache
+    if stage not in cache:
+        from vqvdm_core.pipeline.stages import BY_NAME
+
+        declared = BY_NAME[stage]
+        own = recipe.hash(*declared.hash_paths)
+        if declared.upstream is None:
+            cache[stage] = own
+        else:
+            import hashlib
+
+            up = stage_hash(recipe, declared.upstream, cache)
+            cache[stage] = hashlib.sha256(f"{up}:{own}".encode()).hexdigest()[:16]
+    return cache[stage]
 
 
 @dataclass
@@ -90,12 +98,17 @@ class RunDir:
 
     def __init__(self, recipe: Recipe, root: str | Path | None = None):
         self.recipe = recipe
+        self._hashes: dict[str, str] = {}  # stage -> hash, each computed once for this recipe
         self.path = Path(root if root is not None else recipe.output_dir) / recipe.name
         check_can_write(self.path, what="the run directory")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot make the run directory {self.path}: {exc.strerror or exc}") from None
+
+    def stage_hash(self, stage: str) -> str:
+        """This recipe's hash of ``stage`` (:func:`stage_hash`), computed once per run directory object."""
+        return stage_hash(self.recipe, stage, self._hashes)
 
     def stage_dir(self, stage: str) -> Path:
         return self.path / stage
@@ -118,7 +131,7 @@ class RunDir:
 
     def plan(self, stage: str, *, force: bool) -> str:
         """``"skip"`` (done and matching), ``"resume"``, or ``"start"``; refuse a mismatch."""
-        want = stage_hash(self.recipe, stage)
+        want = self.stage_hash(stage)
         rec = self.record(stage)
         d = self.stage_dir(stage)
         if rec is None:
@@ -143,24 +156,24 @@ class RunDir:
     def up_to_date(self, stage: str) -> bool:
         """True if ``stage`` is done by this recipe (what :meth:`plan` skips); never changes anything."""
         rec = self.record(stage)
-        return rec is not None and rec.status == "done" and rec.hash == stage_hash(self.recipe, stage)
+        return rec is not None and rec.status == "done" and rec.hash == self.stage_hash(stage)
 
     def begin(self, stage: str) -> None:
         rec = self.record(stage)
         started = rec.started if rec is not None else time.time()
-        self._write_record(StageRecord(stage, stage_hash(self.recipe, stage), "running", started))
+        self._write_record(StageRecord(stage, self.stage_hash(stage), "running", started))
 
     def finish(self, stage: str, info: dict[str, Any] | None = None) -> None:
         rec = self.record(stage)
         started = rec.started if rec is not None else time.time()
-        self._write_record(StageRecord(stage, stage_hash(self.recipe, stage), "done", started,
+        self._write_record(StageRecord(stage, self.stage_hash(stage), "done", started,
                                        time.time(), info or {}))
 
     def fail(self, stage: str, error: str) -> None:
         """Mark ``stage`` failed with ``error``; a later run resumes it from its last checkpoint."""
         rec = self.record(stage)
         started = rec.started if rec is not None else time.time()
-        self._write_record(StageRecord(stage, stage_hash(self.recipe, stage), "failed", started,
+        self._write_record(StageRecord(stage, self.stage_hash(stage), "failed", started,
                                        time.time(), rec.info if rec is not None else None, error))
 
     @contextlib.contextmanager
@@ -214,7 +227,7 @@ class RunDir:
         if rec is None or rec.status != "done":
             raise UserError(f"stage '{stage}' has not finished in {self.path}; run it first "
                             f"(vqvdm run RECIPE --stage {stage})")
-        if rec.hash != stage_hash(self.recipe, stage):
+        if rec.hash != self.stage_hash(stage):
             raise StageMismatchError(
                 f"stage '{stage}' in {self.path} was made by a different recipe; re-run it "
                 f"(vqvdm run RECIPE --stage {stage} --force)"

@@ -22,7 +22,8 @@ class SampleSource:
     system: Any
     """The trained ``LatentVideoDiffusion`` on :attr:`device`."""
     meta: dict[str, Any]
-    """The training data's ``num_classes``, ``class_names`` and ``fps_values``."""
+    """The training data's ``num_classes``, ``class_names``, ``fps_values`` and, when it had other
+    condition fields, ``condition_values`` (field -> values to sample)."""
     settings: SampleSettings
     """Default sample settings: the run's recipe's, or those the pipeline was exported with."""
     device: torch.device

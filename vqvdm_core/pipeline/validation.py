@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vqvdm_core.interfaces import update_metric
 from vqvdm_core.recipe import ComponentSpec
 
 if TYPE_CHECKING:
@@ -29,11 +30,14 @@ class MetricSet:
         self.metrics = [spec.build("metric").to(device) for spec in specs]
         self.prefix = prefix
 
-    def __call__(self, **batch: Any) -> dict[str, float]:
+    def __call__(self, *, real: torch.Tensor | None = None, fake: torch.Tensor | None = None,
+                 conditions: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """Score one batch; ``conditions`` (field -> values) reach each metric as
+        :func:`~vqvdm_core.interfaces.update_metric` passes them."""
         results: dict[str, float] = {}
         for metric in self.metrics:
             metric.reset()
-            metric.update(**batch)
+            update_metric(metric, real=real, fake=fake, conditions=conditions)
             for key, value in metric.compute().items():
                 results[f"{self.prefix}{key}"] = float(value)
         return results

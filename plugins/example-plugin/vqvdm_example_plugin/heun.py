@@ -33,9 +33,6 @@ class Heun(Sampler):
     class Config(SamplerConfig):
         spacing: Spacing = Field("karras", description=SPACING_HELP + "; karras: Karras et al.'s own")
 
-    def __init__(self, config: "Heun.Config | None" = None, **overrides):
-        self.config = self.resolve_config(config, overrides)
-
     def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
         del generator  # deterministic

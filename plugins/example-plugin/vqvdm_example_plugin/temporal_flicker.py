@@ -64,7 +64,7 @@ class TemporalFlicker(Metric):
     requires_real = True
 
     def __init__(self, config: "TemporalFlicker.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         # The evaluate stage feeds real clips only to metrics that ask for them.
         self.requires_real = self.config.real
         self.reset()

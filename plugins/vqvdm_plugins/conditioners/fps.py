@@ -39,8 +39,7 @@ class FPSConditioner(Conditioner):
             None, gt=0.0, description="FPS used when sampling without one; unset = the caller must give it")
 
     def __init__(self, config: "FPSConditioner.Config | None" = None, **overrides):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         if self.config.emb_dim is None:
             raise ComponentError(
                 "fps conditioner: emb_dim is not set. Set it to the denoiser's emb_dim, or build the "

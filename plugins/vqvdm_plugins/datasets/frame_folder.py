@@ -16,13 +16,11 @@ numbers (``2.jpg`` before ``10.jpg``). Images carry no timing, so the FPS is the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
 from vqvdm_core.data.file_dataset import FrameFolderConfig, FrameFolderDataset
-from vqvdm_core.data.scan import IMAGE_EXTENSIONS, find_frame_folders, require_dir
-from vqvdm_core.interfaces import NO_LABEL
+from vqvdm_core.data.scan import IMAGE_EXTENSIONS, find_frame_folders, label_by_folder, require_dir
 
 __all__ = ["FrameFolder"]
 
@@ -38,9 +36,6 @@ class FrameFolder(FrameFolderDataset):
 
     config: Config
 
-    def __init__(self, config: "FrameFolder.Config | None" = None, **overrides: Any):
-        super().__init__(config, **overrides)
-
     @property
     def root(self) -> Path:
         return Path(self.config.root).expanduser()
@@ -48,14 +43,8 @@ class FrameFolder(FrameFolderDataset):
     def find_frame_folders(self) -> tuple[list[tuple[Path, list[Path], int]], list[str] | None]:
         root = require_dir(self.root, "frame folder root")
         folders = find_frame_folders(root, self.config.extensions)
-        if not self.config.labelled:
-            return [(folder, frames, NO_LABEL) for folder, frames in folders], None
-        has_class = [folder != root and folder.parent != root for folder, _ in folders]
-        names = sorted({folder.parent.name for (folder, _), ok in zip(folders, has_class, strict=True) if ok})
-        index = {name: i for i, name in enumerate(names)}
-        found = [(folder, frames, index[folder.parent.name] if ok else NO_LABEL)
-                 for (folder, frames), ok in zip(folders, has_class, strict=True)]
-        return found, names or None
+        labels, names = label_by_folder([folder for folder, _ in folders], root, labelled=self.config.labelled)
+        return [(folder, frames, label) for (folder, frames), label in zip(folders, labels, strict=True)], names
 
     def _layout_hint(self) -> str:
         return (f" (expected folders of {', '.join(self.config.extensions)} images, "

@@ -98,13 +98,18 @@ class SyntheticMotion(VideoDataset):
                         "(RGB in [0, 1]) so that the shapes stay visible")
             return self
 
-    def __init__(self, config: "SyntheticMotion.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
-
     @property
     def clip_shape(self) -> tuple[int, int, int]:
-        c = self.config
+        return (self.config.frames, self.config.size, self.config.size)
+
+    @classmethod
+    def clip_shape_of(cls, config: Any) -> tuple[int, int, int]:
+        c = cls.resolve_config(config, {})
         return (c.frames, c.size, c.size)
+
+    @classmethod
+    def num_classes_of(cls, config: Any) -> int:
+        return int(cls.resolve_config(config, {}).num_classes)
 
     @property
     def class_names(self) -> list[str]:

@@ -15,13 +15,11 @@ FPS of each video is read from its container. Frame counts are probed once and c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
 from vqvdm_core.data.file_dataset import VideoFileConfig, VideoFileDataset
-from vqvdm_core.data.scan import VIDEO_EXTENSIONS, find_files, require_dir
-from vqvdm_core.interfaces import NO_LABEL
+from vqvdm_core.data.scan import VIDEO_EXTENSIONS, find_files, label_by_folder, require_dir
 
 __all__ = ["VideoFolder"]
 
@@ -37,9 +35,6 @@ class VideoFolder(VideoFileDataset):
 
     config: Config
 
-    def __init__(self, config: "VideoFolder.Config | None" = None, **overrides: Any):
-        super().__init__(config, **overrides)
-
     @property
     def root(self) -> Path:
         return Path(self.config.root).expanduser()
@@ -47,12 +42,8 @@ class VideoFolder(VideoFileDataset):
     def find_videos(self) -> tuple[list[tuple[Path, int]], list[str] | None]:
         root = require_dir(self.root, "video folder")
         files = find_files(root, self.config.extensions)
-        if not self.config.labelled:
-            return [(f, NO_LABEL) for f in files], None
-        names = sorted({f.parent.name for f in files if f.parent != root})
-        index = {name: i for i, name in enumerate(names)}
-        labelled = [(f, index[f.parent.name] if f.parent != root else NO_LABEL) for f in files]
-        return labelled, names or None
+        labels, names = label_by_folder(files, root, labelled=self.config.labelled)
+        return list(zip(files, labels, strict=True)), names
 
     def _layout_hint(self) -> str:
         return f" (looked for {', '.join(self.config.extensions)})"

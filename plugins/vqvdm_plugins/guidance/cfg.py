@@ -33,9 +33,6 @@ class ClassifierFreeGuidance(Guidance):
             "The paper does not state its w; 2.0 (Ho & Salimans' w = 1) is a moderate setting that "
             "raises class fidelity (IS) at a small cost in diversity (FVD)")
 
-    def __init__(self, config: "ClassifierFreeGuidance.Config | None" = None, **overrides):
-        self.config = self.resolve_config(config, overrides)
-
     @property
     def scale(self) -> float:
         return self.config.scale

@@ -16,9 +16,6 @@ class NoGuidance(Guidance):
     class Config(ComponentConfig):
         pass
 
-    def __init__(self, config: "NoGuidance.Config | None" = None, **overrides):
-        self.config = self.resolve_config(config, overrides)
-
     @property
     def scale(self) -> float:
         return 1.0

@@ -25,7 +25,7 @@ class CSVLogger(ExperimentLogger):
                           "under the run directory")
 
     def __init__(self, config: "CSVLogger.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.path: Path | None = None
         self._handle: IO[str] | None = None
         self._rows: Any = None

@@ -68,7 +68,7 @@ class TensorBoardLogger(ExperimentLogger):
         flush_secs: int = Field(30, ge=1, description="seconds between writes of pending events to disk")
 
     def __init__(self, config: "TensorBoardLogger.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.log_dir: Path | None = None
         self._writer: Any = None
 

@@ -42,7 +42,7 @@ class WandbLogger(ExperimentLogger):
         videos: bool = Field(True, description="log validation and sample videos")
 
     def __init__(self, config: "WandbLogger.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.run: Any = None
         self._stages: set[str] = set()
 

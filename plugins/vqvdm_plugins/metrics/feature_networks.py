@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 
 from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.pixels import unit_range_to_uint8
 from vqvdm_core.weights import find_weights
 
 from .c3d import C3D
@@ -315,7 +317,28 @@ def _device_of(network: nn.Module) -> torch.device:
 # --------------------------------------------------------------------------------------------
 
 
-class I3DFeatures(nn.Module):
+class _ProtocolNetwork(nn.Module):
+    """A frozen network (in eval mode) with the protocol that prepares its input; ``calls`` counts
+    its forwards (lets callers and tests see cache hits). ``torchscript``: the network is the
+    reference's TorchScript port, called its way."""
+
+    def __init__(self, network: nn.Module, *, torchscript: bool, protocol: Any):
+        super().__init__()
+        self.network = network.eval()
+        self.torchscript = torchscript
+        self.protocol = protocol
+        self.calls = 0
+
+    def chunks(self, video: Tensor) -> Iterator[Tensor]:
+        """``video`` in batches of ``protocol.batch_size`` clips, on the network's device; each
+        batch yielded counts as one call."""
+        device = _device_of(self.network)
+        for chunk in video.split(self.protocol.batch_size):
+            self.calls += 1
+            yield chunk.to(device)
+
+
+class I3DFeatures(_ProtocolNetwork):
     """I3D features (400 logits) of ``(B, 3, T, H, W)`` video in [-1, 1], preprocessed by ``protocol``.
 
     ``network`` is a TorchScript module with StyleGAN-V's call signature
@@ -323,24 +346,16 @@ class I3DFeatures(nn.Module):
     module mapping prepared clips ``(B, 3, T, R, R)`` to ``(B, D)`` (our :class:`InceptionI3d`).
     """
 
-    def __init__(self, network: nn.Module, *, torchscript: bool, protocol: I3DProtocol):
-        super().__init__()
-        self.network = network.eval()
-        self.torchscript = torchscript
-        self.protocol = protocol
-        self.calls = 0
-        """Number of network forwards so far (lets callers and tests see cache hits)."""
+    protocol: I3DProtocol
 
     @torch.no_grad()
     def forward(self, video: Tensor) -> Tensor:
         p = self.protocol
-        device = _device_of(self.network)
         out = []
-        for chunk in video.split(p.batch_size):
-            x = prepare_clips(chunk.to(device), size=p.resolution, spatial=p.spatial, quantize=p.quantize)
+        for chunk in self.chunks(video):
+            x = prepare_clips(chunk, size=p.resolution, spatial=p.spatial, quantize=p.quantize)
             if p.value_range == "unit":
                 x = (x + 1) / 2
-            self.calls += 1
             if self.torchscript:
                 feats = self.network(x, rescale=False, resize=False, return_features=True)
             else:
@@ -349,7 +364,7 @@ class I3DFeatures(nn.Module):
         return torch.cat(out)
 
 
-class C3DClassifier(nn.Module):
+class C3DClassifier(_ProtocolNetwork):
     """UCF-101 class probabilities ``(B, K)`` of ``(B, 3, 16, H, W)`` video in [-1, 1].
 
     TorchScript (StyleGAN-V's ``c3d_ucf101.pt``): fed uint8 video at its own size, returns
@@ -357,25 +372,17 @@ class C3DClassifier(nn.Module):
     0..255 minus ``pixel_mean``, softmax of the logits (TGAN2's preprocessing).
     """
 
-    def __init__(self, network: nn.Module, *, torchscript: bool, protocol: C3DProtocol):
-        super().__init__()
-        self.network = network.eval()
-        self.torchscript = torchscript
-        self.protocol = protocol
-        self.calls = 0
+    protocol: C3DProtocol
 
     @torch.no_grad()
     def forward(self, video: Tensor) -> Tensor:
-        p = self.protocol
-        device = _device_of(self.network)
         out = []
-        for chunk in video.split(p.batch_size):
-            x = chunk.to(device).detach().float().clamp(-1, 1)
-            if p.quantize:
+        for chunk in self.chunks(video):
+            x = chunk.detach().float().clamp(-1, 1)
+            if self.protocol.quantize:
                 x = quantize_8bit(x)
-            self.calls += 1
             if self.torchscript:
-                probs = self.network(((x + 1) * 127.5).round().to(torch.uint8))  # 0..255 uint8
+                probs = self.network(unit_range_to_uint8(x))  # 0..255 uint8
             else:
                 x = prepare_clips(x, size=112, spatial="resize", quantize=False)
                 bgr = ((x + 1) * 127.5).flip(1)  # RGB -> BGR, 0..255

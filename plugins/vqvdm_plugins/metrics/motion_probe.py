@@ -144,7 +144,7 @@ class MotionProbe(Metric):
         band: float = Field(0.25, gt=0, le=0.5, description="frequencies (fraction of size) used to refine shifts")
 
     def __init__(self, config: "MotionProbe.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.reset()
 
     def reset(self) -> None:

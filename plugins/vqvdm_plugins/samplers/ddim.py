@@ -26,9 +26,6 @@ class DDIMSampler(Sampler):
         eta: float = Field(0.0, ge=0.0, description="noise: 0 = deterministic (an ODE solver), 1 = the "
                            "ancestral step's variance")
 
-    def __init__(self, config: "DDIMSampler.Config | None" = None, **overrides):
-        self.config = self.resolve_config(config, overrides)
-
     def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
         """``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - s^2) eps + s z`` (Song et al. Eq. 12)

@@ -27,9 +27,6 @@ class DDPMSampler(Sampler):
         variance: Literal["posterior", "beta"] = Field(
             "posterior", description="step variance: the true posterior's (fixed small) or beta (fixed large)")
 
-    def __init__(self, config: "DDPMSampler.Config | None" = None, **overrides):
-        self.config = self.resolve_config(config, overrides)
-
     def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
         """``x_prev = c0 x0_hat + c1 x_t + sqrt(var) z`` (Ho et al. Eqs. 6-7).

@@ -29,9 +29,6 @@ class DPMSolverPP2M(Sampler):
         eta: float = Field(0.0, ge=0.0, le=1.0, description="0: the ODE solver (deterministic); 1: "
                            "SDE-DPM-Solver++(2M), fresh noise at every level")
 
-    def __init__(self, config: "DPMSolverPP2M.Config | None" = None, **overrides):
-        self.config = self.resolve_config(config, overrides)
-
     def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
         """With ``lambda = log(alpha / sigma)``, ``h_i = lambda_{i+1} - lambda_i`` and ``g = eta h_i``::

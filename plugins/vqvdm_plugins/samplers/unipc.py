@@ -34,9 +34,6 @@ class UniPC(Sampler):
         variant: Literal["bh1", "bh2"] = Field(
             "bh2", description="B(h): bh1 = h, bh2 = e^h - 1 (Zhao et al. recommend bh2 for guided sampling)")
 
-    def __init__(self, config: "UniPC.Config | None" = None, **overrides):
-        self.config = self.resolve_config(config, overrides)
-
     def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
         """Level ``i`` to ``i + 1`` with ``h = lambda_{i+1} - lambda_i`` and ``x0_i`` the model's

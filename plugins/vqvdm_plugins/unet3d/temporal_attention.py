@@ -26,7 +26,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import Tensor, nn
+from torch import Tensor
+
+from vqvdm_plugins.unet3d.attention import TokenAttention
 
 __all__ = ["TemporalAttention", "rotary_embedding"]
 
@@ -52,7 +54,7 @@ def rotary_embedding(x: Tensor, *, base: float = 10_000.0) -> Tensor:
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(TokenAttention):
     """Pre-norm (LayerNorm per token) causal multi-head self-attention along time at every position.
 
     ``(B, C, T, H, W)`` -> same shape; output frame ``i`` depends on input frames ``<= i`` (at the
@@ -60,26 +62,15 @@ class TemporalAttention(nn.Module):
     """
 
     def __init__(self, *, channels: int, heads: int, position: str = "rope"):
-        super().__init__()
-        if channels % heads:
-            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         if position not in ("rope", "none"):
             raise ValueError(f"temporal position must be 'rope' or 'none', got {position!r}")
-        self.heads = heads
+        super().__init__(channels=channels, heads=heads)
         self.position = position
-        self.norm = nn.LayerNorm(channels)  # per token: statistics never mix frames or positions
-        self.to_qkv = nn.Linear(channels, 3 * channels, bias=False)
-        self.to_out = nn.Linear(channels, channels)
-        nn.init.zeros_(self.to_out.weight)
-        nn.init.zeros_(self.to_out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, t, h, w = x.shape
-        tokens = self.norm(rearrange(x, "b c t h w -> (b h w) t c"))
-        q, k, v = rearrange(self.to_qkv(tokens), "n t (qkv heads d) -> qkv n heads t d",
-                            qkv=3, heads=self.heads)
+        q, k, v = self.split_heads(self.norm(rearrange(x, "b c t h w -> (b h w) t c")))
         if self.position == "rope":
             q, k = rotary_embedding(q), rotary_embedding(k)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B*H*W, heads, T, d)
-        out = self.to_out(rearrange(out, "n heads t d -> n t (heads d)"))
+        out = self.merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True))  # (B*H*W, heads, T, d)
         return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)

@@ -111,8 +111,7 @@ class VQGAN3D(VideoTokenizer):
             return self
 
     def __init__(self, config: "VQGAN3D.Config | None" = None, **overrides: Any):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         c = self.config
         arch = dict(channels=c.channels, channel_mults=c.channel_mults, num_res_blocks=c.num_res_blocks,
                     latent_channels=c.latent_channels, temporal_factor=c.temporal_factor,

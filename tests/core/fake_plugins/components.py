@@ -38,9 +38,6 @@ class TinyClips(VideoDataset):
         num_classes: int = Field(2, ge=0)
         fps: float = Field(8.0, gt=0)
 
-    def __init__(self, config: "TinyClips.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
-
     def __len__(self) -> int:
         return self.config.num_clips
 
@@ -67,10 +64,6 @@ class TinyTokenizer(VideoTokenizer):
 
     class Config(ComponentConfig):
         factor: int = Field(2, ge=1, description="spatial down-sampling factor")
-
-    def __init__(self, config: "TinyTokenizer.Config | None" = None, **overrides: Any):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
 
     @property
     def latent_channels(self) -> int:
@@ -105,8 +98,7 @@ class TinyDenoiser(Denoiser):
         num_time_steps: int = Field(1000, ge=1)
 
     def __init__(self, config: "TinyDenoiser.Config | None" = None, **overrides: Any):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         c = self.config.in_channels
         if c is None:
             raise ComponentError("TinyDenoiser: set in_channels (the tokenizer's latent channels)")
@@ -136,7 +128,7 @@ class TinySchedule(NoiseSchedule):
         beta_end: float = Field(0.2, gt=0, lt=1)
 
     def __init__(self, config: "TinySchedule.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         betas = torch.linspace(1e-3, self.config.beta_end, self.config.num_train_steps, dtype=torch.float64)
         self.abar = torch.cumprod(1 - betas, 0)
 
@@ -176,9 +168,6 @@ class TinyEuler(Sampler):
     class Config(ComponentConfig):
         pass
 
-    def __init__(self, config: "TinyEuler.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
-
     def sample(self, denoise: Any, x: Tensor, chain: Any, *, generator: Any = None,
                callback: Any = None) -> Tensor:
         for i in range(len(chain)):
@@ -199,8 +188,7 @@ class TinyLabel(Conditioner):
         dropout: float = Field(0.1, ge=0, le=1)
 
     def __init__(self, config: "TinyLabel.Config | None" = None, **overrides: Any):
-        super().__init__()
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         for name in ("num_classes", "emb_dim"):
             if getattr(self.config, name) is None:
                 raise ComponentError(f"TinyLabel: set {name}")
@@ -228,9 +216,6 @@ class TinyGuidance(Guidance):
     class Config(ComponentConfig):
         scale: float = Field(1.0, ge=0)
 
-    def __init__(self, config: "TinyGuidance.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
-
     @property
     def scale(self) -> float:
         return self.config.scale
@@ -253,7 +238,7 @@ class MeanAbs(Metric):
         reduce: Literal["mean", "max"] = "mean"
 
     def __init__(self, config: "MeanAbs.Config | None" = None, **overrides: Any):
-        self.config = self.resolve_config(config, overrides)
+        super().__init__(config, **overrides)
         self.reset()
 
     def update(self, *, real: Tensor | None = None, fake: Tensor | None = None,
@@ -278,8 +263,7 @@ ALL: dict[tuple[str, str], type] = {
     ("schedule", "tiny_schedule"): TinySchedule,
     ("sampler", "tiny_euler"): TinyEuler,
     ("conditioner", "tiny_label"): TinyLabel,
-    ("guidance", "none"): TinyGuidance,
     ("guidance", "tiny_cfg"): TinyGuidance,
     ("metric", "mean_abs"): MeanAbs,
 }
-"""(kind, name) -> class: one of every kind, plus ``none`` (the recipe's default guidance)."""
+"""(kind, name) -> class: one of every kind (a recipe without guidance needs none)."""

@@ -6,13 +6,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import default_collate
 
+from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.pipeline.conditions import cycle
 from vqvdm_core.distributed import is_main
 from vqvdm_core.pipeline.context import DENOISER_WEIGHTS, LATENTS_FILE, RunContext, write_json
+from vqvdm_core.pipeline.generate import conditions_for
 from vqvdm_core.pipeline.latent_cache import LatentDataset
 from vqvdm_core.pipeline.validation import MetricSet
+
+
+STAGE = Stage("denoiser", upstream="latents",
+              hash_paths=("seed", "denoiser", "schedule", "conditioners", "train.denoiser"),
+              reads=("data.val", "train.denoiser"), trains=("denoiser",), module=__name__)
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -29,8 +35,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.recipe.seed)
         video = model.sample(  # type: ignore[operator]
             len(conditions),
-            labels=torch.tensor(conditions.labels, device=ctx.device),
-            fps=torch.tensor(conditions.fps, device=ctx.device),
+            conditions=conditions_for(system, conditions.tensors(ctx.device)),
             steps=ctx.recipe.sample.steps, sampler=ctx.recipe.sample.sampler, generator=generator,
         ).float().clamp(-1, 1)
         from vqvdm_core.video_io import write_grid
@@ -38,12 +43,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
         path = write_grid(video.cpu(), out / "val" / f"samples_step{step:07d}.gif",
                           fps=float(conditions.fps[0]), nrow=min(len(conditions), 8), labels=conditions.captions)
         ctx.loggers.log_video("val/samples", path, step=step, stage="denoiser", fps=float(conditions.fps[0]))
-        return metrics(fake=video, labels=torch.tensor(conditions.labels), fps=torch.tensor(conditions.fps))
+        return metrics(fake=video, conditions=conditions.tensors())
 
     from vqvdm_core.engine import Trainer
 
     trainer = Trainer(system, settings, out_dir=out, device=ctx.device, seed=ctx.recipe.seed,
-                      collate_fn=default_collate, validate=validate, description="denoiser",
+                      validate=validate, description="denoiser",
                       loggers=ctx.loggers)
     result = trainer.fit(LatentDataset(ctx.run.stage_dir("latents") / LATENTS_FILE))
     trainer.export_weights(out / DENOISER_WEIGHTS, ema=True)

@@ -18,16 +18,21 @@ from typing import Any
 import torch
 from rich.table import Table
 
+from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.errors import UserError
-from vqvdm_core.interfaces import Metric
+from vqvdm_core.interfaces import Metric, update_metric
 from vqvdm_core.pipeline.conditions import cycle
 from vqvdm_core.pipeline.context import RunContext, write_json
 from vqvdm_core.pipeline.generate import LatentMoments, generate
-from vqvdm_core.pipeline.samples_file import load_samples
+from vqvdm_core.pipeline.samples_file import load_samples_with_conditions
 from vqvdm_core.progress import progress
 from vqvdm_core.sampling import sampler_label
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # video (B, 3, T, H, W), labels (B,), fps (B,)
+STAGE = Stage("evaluate", upstream="denoiser", hash_paths=("evaluate", "guidance", "data.val", "sample.fps"),
+              main_process_only=True, reads=("data.train", "data.val", "evaluate"), module=__name__)
+
+
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]  # video (B, 3, T, H, W), conditions: field -> (B,)
 
 
 def run(ctx: RunContext, out: Path | None = None) -> dict[str, Any]:
@@ -52,7 +57,7 @@ def generate_and_score(ctx: RunContext, system: Any, metrics: dict[str, Metric],
     built = system.resolve_sampler(sampler)
     start = time.perf_counter()
     moments = LatentMoments()
-    batches = ((video, torch.tensor(part.labels), torch.tensor(part.fps)) for part, video in generate(
+    batches = ((video, part.tensors()) for part, video in generate(
         system, conditions, batch_size=e.batch_size, steps=steps, sampler=built,
         guidance_scale=guidance_scale, seed=ctx.recipe.seed + 1, device=ctx.device, precision=e.precision,
         console=ctx.console, description=f"evaluate w={guidance_scale:g}", latent_moments=moments))
@@ -74,9 +79,10 @@ def generate_and_score(ctx: RunContext, system: Any, metrics: dict[str, Metric],
 def score_samples(ctx: RunContext, path: Path, out: Path) -> dict[str, Any]:
     """Score the clips of a samples file with the recipe's ``evaluate.metrics``; write ``out``."""
     metrics = build_metrics(ctx)
-    video, labels, fps = load_samples(path)
+    video, conditions = load_samples_with_conditions(path)
     bs = ctx.recipe.evaluate.batch_size
-    batches = ((video[i:i + bs], labels[i:i + bs], fps[i:i + bs]) for i in range(0, len(video), bs))
+    batches = ((video[i:i + bs], {k: v[i:i + bs] for k, v in conditions.items()})
+               for i in range(0, len(video), bs))
     start = time.perf_counter()
     values = _score(ctx, metrics, batches)
     results = [{"samples": str(path), "num_samples": len(video),
@@ -104,9 +110,9 @@ def _score(ctx: RunContext, metrics: dict[str, Metric], batches: Iterable[Batch]
     wanting = [m for m in metrics.values() if m.requires_real and m.needs_real]
     if wanting:
         _feed_real(ctx, wanting)
-    for video, labels, fps in batches:
+    for video, conditions in batches:
         for metric in metrics.values():
-            metric.update(fake=video.to(ctx.device), labels=labels, fps=fps)
+            update_metric(metric, fake=video.to(ctx.device), conditions=conditions)
     return {name: m.compute() for name, m in metrics.items()}
 
 

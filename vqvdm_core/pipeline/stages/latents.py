@@ -8,10 +8,16 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.devices import autocast
 from vqvdm_core.pipeline.context import LATENTS_FILE, RunContext
-from vqvdm_core.pipeline.latent_cache import save_latents
+from vqvdm_core.pipeline.conditions import field_values
+from vqvdm_core.pipeline.latent_cache import condition_fields, save_latents
 from vqvdm_core.progress import progress
+
+
+STAGE = Stage("latents", upstream="tokenizer", hash_paths=("latents", "data.train"), main_process_only=True,
+              reads=("data.train",), module=__name__)
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -23,6 +29,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=False,
                         num_workers=settings.num_workers, collate_fn=collate_clips)
     latents, fps, labels = [], [], []
+    fields: dict[str, list[torch.Tensor]] = {}
     encode_seconds = 0.0
     total = settings.epochs * len(loader)
     with progress(ctx.console, total, "latents") as advance, torch.no_grad():
@@ -38,12 +45,16 @@ def run(ctx: RunContext) -> dict[str, Any]:
                 encode_seconds += time.perf_counter() - start
                 fps.append(batch["fps"])
                 labels.append(batch["label"])
+                for key, values in condition_fields(batch).items():
+                    fields.setdefault(key, []).append(values)
                 advance(1)
     latent = torch.cat(latents)
     fps_t, label_t = torch.cat(fps), torch.cat(labels)
     std = float(latent.std())
     scale = 1.0 / std if settings.scale == "auto" else float(settings.scale)
-    save_latents(ctx.run.stage_dir("latents") / LATENTS_FILE, latent, fps_t, label_t)
+    # Every other per-clip field the data provides (a plug-in conditioner's "motion"...), if every batch had it.
+    field_t = {k: torch.cat(v) for k, v in fields.items() if sum(len(x) for x in v) == latent.shape[0]}
+    save_latents(ctx.run.stage_dir("latents") / LATENTS_FILE, latent, fps_t, label_t, field_t)
     info = {
         "count": int(latent.shape[0]),
         "latent_shape": list(latent.shape[1:]),
@@ -51,6 +62,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "num_classes": dataset.num_classes,
         "class_names": dataset.class_names or [],
         "fps_values": sorted({round(float(f), 4) for f in fps_t.tolist()}),
+        "condition_values": {k: field_values(v.tolist()) for k, v in sorted(field_t.items())},
         "latent_std": std,
         "scale": scale,
         "encode_seconds_per_clip": encode_seconds / max(1, int(latent.shape[0])),

@@ -6,10 +6,15 @@ from typing import Any
 
 import torch
 
+from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.pipeline.conditions import grid
 from vqvdm_core.pipeline.context import RunContext, write_json
 from vqvdm_core.pipeline.generate import generate
 from vqvdm_core.pipeline.samples_file import save_samples
+
+
+STAGE = Stage("sample", upstream="denoiser", hash_paths=("sample", "guidance"), main_process_only=True,
+              reads=("sample",), module=__name__)
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -37,8 +42,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
         shown: Any = (out / ("grid.gif" if "gif" in s.formats else f"grid.{s.formats[0]}") if s.formats
                       else video_grid(video, nrow=nrow, labels=conditions.captions))
         ctx.loggers.log_video("grid", shown, step=ctx.denoiser_steps(), stage="sample", fps=display_fps)
-    write_json(out / "conditions.json", {"labels": conditions.labels, "fps": conditions.fps,
-                                         "captions": conditions.captions})
-    save_samples(out / "samples.safetensors", video, conditions.labels, conditions.fps)
+    record: dict[str, Any] = {"labels": conditions.labels, "fps": conditions.fps, "captions": conditions.captions}
+    if conditions.values:  # every other conditioner field, one value per clip
+        record["conditions"] = conditions.values
+    write_json(out / "conditions.json", record)
+    save_samples(out / "samples.safetensors", video, conditions.labels, conditions.fps, conditions.values)
     ctx.say(f"wrote {len(conditions)} samples to {', '.join(str(out / f) for f in files)}")
     return {"files": files, "count": len(conditions)}

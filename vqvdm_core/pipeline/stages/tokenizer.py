@@ -7,10 +7,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.interfaces import VideoTokenizer
 from vqvdm_core.distributed import is_main
 from vqvdm_core.pipeline.context import TOKENIZER_WEIGHTS, RunContext, write_json
 from vqvdm_core.pipeline.validation import MetricSet, held_out_batch
+
+
+STAGE = Stage("tokenizer", upstream=None,
+              hash_paths=("seed", "data.train", "data.val", "tokenizer", "train.tokenizer"),
+              reads=("data.train", "data.val", "train.tokenizer"), trains=("tokenizer",), module=__name__)
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
