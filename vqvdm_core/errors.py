@@ -7,6 +7,8 @@ shows the traceback too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class UserError(Exception):
     """A mistake the user can fix; its message says what and how.
@@ -44,6 +46,16 @@ class ComponentError(UserError):
 
 class MissingFileError(UserError):
     """A data set, checkpoint or weight file that is not where the recipe says."""
+
+
+def missing_file_messages(find: Callable[[], object]) -> list[str]:
+    """``[]`` if ``find()`` succeeds, else the message of the :class:`MissingFileError` it raises:
+    a component's ``missing_files`` from the function that finds its file."""
+    try:
+        find()
+    except MissingFileError as exc:
+        return [str(exc)]
+    return []
 
 
 def brief(exc: BaseException, *, lines: int = 1, limit: int = 300) -> str:

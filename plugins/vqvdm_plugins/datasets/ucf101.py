@@ -100,8 +100,9 @@ class UCF101(VideoFileDataset):
     @classmethod
     def missing_files(cls, config: Any, *, purpose: FilePurpose = "use") -> list[str]:
         base = Path(config.root).expanduser()
-        if absent(base, "UCF-101 root", directory=True):
-            return absent(base, "UCF-101 root", directory=True)
+        root_problem = absent(base, "UCF-101 root", directory=True)
+        if root_problem:
+            return root_problem
         splits = base / config.split_dir
         lists = ["train", "test"] if config.split == "all" else [config.split]
         return [*absent(base / config.video_dir, "UCF-101 video folder", directory=True),

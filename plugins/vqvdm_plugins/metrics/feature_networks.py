@@ -39,7 +39,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from vqvdm_core.config import ComponentConfig
-from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.errors import MissingFileError, UserError, missing_file_messages
 from vqvdm_core.pixels import unit_range_to_uint8
 from vqvdm_core.weights import find_weights
 
@@ -68,11 +68,7 @@ class WeightFile:
 
     def missing(self, explicit: str | None) -> list[str]:
         """``[]`` if :meth:`find` finds the file, else its message (for ``missing_files``)."""
-        try:
-            self.find(explicit)
-        except MissingFileError as exc:
-            return [str(exc)]
-        return []
+        return missing_file_messages(lambda: self.find(explicit))
 
 
 I3D_STATE_DICT = WeightFile(

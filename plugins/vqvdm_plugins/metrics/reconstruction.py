@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from vqvdm_core.config import ComponentConfig, FilePurpose
-from vqvdm_core.errors import MissingFileError
+from vqvdm_core.errors import MissingFileError, missing_file_messages
 from vqvdm_core.interfaces import Metric
 from vqvdm_core.weights import find_weights
 
@@ -180,11 +180,7 @@ class ReconstructionMetrics(Metric):
         """The LPIPS trunk file, if LPIPS is on with the ImageNet trunk and it cannot be found."""
         if not (config.lpips and config.lpips_pretrained):
             return []
-        try:
-            lpips_trunk_path(config.lpips_net, config.lpips_weights)
-        except MissingFileError as exc:
-            return [str(exc)]
-        return []
+        return missing_file_messages(lambda: lpips_trunk_path(config.lpips_net, config.lpips_weights))
 
     def __init__(self, config: "ReconstructionMetrics.Config | None" = None, **overrides: Any):
         self.config = cfg = self.resolve_config(config, overrides)

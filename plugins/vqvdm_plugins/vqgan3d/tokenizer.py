@@ -21,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from vqvdm_core.config import ComponentConfig, FilePurpose
-from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.errors import UserError, missing_file_messages
 from vqvdm_core.interfaces import TrainStep, VideoTokenizer, iter_parameters
 from vqvdm_plugins.vqgan3d.decoder import Decoder
 from vqvdm_plugins.vqgan3d.discriminator import VideoDiscriminator
@@ -139,11 +139,7 @@ class VQGAN3D(VideoTokenizer):
         """Training with the perceptual loss needs the ImageNet VGG16 file; nothing else does."""
         if purpose != "train" or config.perceptual_weight <= 0 or not config.perceptual_pretrained:
             return []
-        try:
-            require_vgg16()
-        except MissingFileError as exc:
-            return [str(exc)]
-        return []
+        return missing_file_messages(require_vgg16)
 
     # -- VideoTokenizer ------------------------------------------------------------------------
 
