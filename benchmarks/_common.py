@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vqvdm_core.devices import synchronize  # noqa: E402
-from vqvdm_core.measure import load_average  # noqa: E402
+from vqvdm_core.profiling.measure import load_average  # noqa: E402
+from vqvdm_core.runtime.devices import synchronize  # noqa: E402
 
 
 def paper_recipe_parser(doc: str | None, *, repeats: int) -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def apply_machine_options(args: argparse.Namespace) -> torch.device:
 def paper_system(args: argparse.Namespace, override: str, device: torch.device) -> tuple[Any, Any, tuple[int, int, int]]:
     """``(recipe, system, clip_shape)``: ``--recipe`` with ``override`` and ``--set`` applied, and its
     system with random weights (seed 0) on ``device``, sized by the recipe's data set."""
-    from vqvdm_core.bench import clip_settings
+    from vqvdm_core.profiling.table3 import clip_settings
     from vqvdm_core.recipe import load_recipe
     from vqvdm_core.system import build_system
 

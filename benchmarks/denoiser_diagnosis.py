@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 from _common import REPO  # noqa: F401  (puts the repository on sys.path)
+from vqvdm_core.interfaces.sampler import SamplerStep
 from vqvdm_core.pipeline import open_run
 from vqvdm_core.pipeline.context import LATENTS_FILE
 from vqvdm_core.pipeline.latent_cache import LatentDataset
-from vqvdm_core.sampling import SamplerStep
 
 TIME_STEPS = (50, 200, 400, 600, 800, 950)
 SDEDIT_STEPS = (0, 105, 315, 526, 736, 946)  # kept steps of a 20-step respaced chain

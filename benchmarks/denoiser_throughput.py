@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from _common import apply_machine_options, paper_recipe_parser, conditions, interleaved, say, write_json
-from vqvdm_core.measure import count_flops, matmul_flops_per_second, summary
+from vqvdm_core.profiling.measure import count_flops, matmul_flops_per_second, summary
 from vqvdm_core.recipe import load_recipe
 
 

@@ -38,10 +38,10 @@ import torch
 
 from _common import REPO, conditions, say, write_json  # noqa: F401  (puts the repository on sys.path)
 from sampler_quality import cpu_flags, parse_sampler
+from vqvdm_core.io.pixels import uint8_to_unit_range
 from vqvdm_core.pipeline import open_run
 from vqvdm_core.pipeline.conditions import cycle
-from vqvdm_core.pixels import uint8_to_unit_range
-from vqvdm_core.progress import progress
+from vqvdm_core.runtime.progress import progress
 from vqvdm_plugins.metrics.motion_probe import estimate_shift
 
 

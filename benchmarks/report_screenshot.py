@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {args.run} is not a run directory (no recipe.yaml)")
     chromium = find_chromium(args.chromium)  # before any work, so a missing browser fails fast
 
-    from vqvdm_core.report import build_report
+    from vqvdm_core.reporting.report import build_report
 
     report = build_report(args.run)
     png = args.out or args.run / "report.png"

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from _common import apply_machine_options, paper_recipe_parser, paper_system, conditions, say, write_json
-from vqvdm_core.measure import SamplingTimer
+from vqvdm_core.profiling.measure import SamplingTimer
 
 
 def main() -> None:

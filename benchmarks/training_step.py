@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from _common import apply_machine_options, paper_recipe_parser, paper_system, conditions, interleaved, say, write_json
-from vqvdm_core.measure import count_flops, summary
+from vqvdm_core.profiling.measure import count_flops, summary
 
 
 def optimizer_step(groups: dict[str, list[torch.nn.Parameter]]) -> dict[str, torch.optim.Optimizer]:

@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 import vqvdm_core as vq
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Denoiser, Guidance
+from vqvdm_core.interfaces.configurable import ComponentConfig
 from vqvdm_core.pipeline import open_run, run_recipe
 from vqvdm_core.pipeline.conditions import cycle
 from vqvdm_core.pipeline.generate import generate

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Denoiser, Metric, TrainStep, VideoDataset, VideoTokenizer
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 
 class TinyClips(VideoDataset):

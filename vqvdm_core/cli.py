@@ -120,7 +120,7 @@ def _sampler_help() -> str:
 
 
 def _known_frames_method(value: str) -> str:
-    from vqvdm_core.long_video import KNOWN_FRAMES_METHODS
+    from vqvdm_core.system.long_video import KNOWN_FRAMES_METHODS
 
     if value not in KNOWN_FRAMES_METHODS:
         raise typer.BadParameter(f"'{value}' is not one of: {', '.join(KNOWN_FRAMES_METHODS)}")
@@ -177,7 +177,7 @@ def _root(
 def _config_fields(cls: type) -> list[dict[str, Any]]:
     """Each Config field: name, type as a recipe author reads it (choices, tuple shapes, bounds),
     default and description."""
-    from vqvdm_core.recipe_docs import field_type
+    from vqvdm_core.recipe.docs import field_type
 
     fields = []
     for name, info in cls.Config.model_fields.items():  # type: ignore[attr-defined]
@@ -385,7 +385,7 @@ def sample(
     from vqvdm_core.pipeline.generate import generate
     from vqvdm_core.pipeline.sample_source import open_sample_source
     from vqvdm_core.pipeline.samples_file import save_samples
-    from vqvdm_core.video_io import write_grid
+    from vqvdm_core.io.video import write_grid
 
     if context is None and context_frames is not None:
         raise typer.BadParameter("--context-frames needs --context", param_hint="--context-frames")
@@ -467,7 +467,7 @@ def _condition_values(options: list[str], system: Any) -> dict[str, list[float]]
 
 def _check_writable(path: Path) -> None:
     """Refuse an output path whose folder cannot take it, before any sampling."""
-    from vqvdm_core.paths import check_can_write
+    from vqvdm_core.io.paths import check_can_write
 
     if path.is_dir():
         raise UserError(f"--out {path} is a directory; give a file name such as {path / 'samples.mp4'}")
@@ -537,7 +537,7 @@ def evaluate(
 @user_errors
 def report(run_dir: Path = typer.Argument(..., metavar="RUN", help="A run directory.")) -> None:
     """Regenerate <run>/report.html from what the run has produced."""
-    from vqvdm_core.report import build_report
+    from vqvdm_core.reporting.report import build_report
 
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
@@ -590,7 +590,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
 ) -> None:
     """Time sampling of the recipe's latent system against pixel space (the paper's Table 3)."""
-    from vqvdm_core.bench import print_report, run_bench
+    from vqvdm_core.profiling.table3 import print_report, run_bench
 
     recipe = load_recipe(recipe_path, set_)
     report = run_bench(recipe, steps=steps, repeats=repeats, pixel_steps=min(pixel_steps, steps),

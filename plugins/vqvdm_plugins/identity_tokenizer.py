@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import TrainStep, VideoTokenizer
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 __all__ = ["IdentityTokenizer"]
 

@@ -15,8 +15,8 @@ from standins import tiny_recipe
 from torch import nn
 from typer.testing import CliRunner
 
-from vqvdm_core.bench import count_flops, peak_memory, pixel_recipe, precision_probe
 from vqvdm_core.cli import app
+from vqvdm_core.profiling.table3 import count_flops, peak_memory, pixel_recipe, precision_probe
 from vqvdm_core.recipe import load_recipe
 from vqvdm_core.system import build_system
 
@@ -125,7 +125,7 @@ def test_pixel_recipe_swaps_in_the_identity_tokenizer_and_rewires_in_channels(mo
 
 
 def test_clip_settings_ask_the_data_set_and_the_pixel_tokenizer_is_found_by_its_class(module_standins):
-    from vqvdm_core.bench import clip_settings, pixel_space_tokenizer
+    from vqvdm_core.profiling.table3 import clip_settings, pixel_space_tokenizer
     from vqvdm_plugins.datasets import SyntheticMotion, VideoFolder
 
     # The stand-in data set cannot tell from its config: it is built and asked.
@@ -181,7 +181,7 @@ def test_precision_probe_times_both_precisions_and_says_which_is_faster():
 @pytest.mark.parametrize("fp32_ms, bf16_ms, faster", [(1.0, 3.0, False), (3.0, 1.0, True), (1.0, 0.95, False)])
 def test_precision_probe_decides_from_each_precisions_own_timing(monkeypatch, fp32_ms, bf16_ms, faster):
     """A clock that makes every bf16 convolution take bf16_ms and every fp32 one fp32_ms."""
-    import vqvdm_core.measure as bench  # precision_probe lives in vqvdm_core.measure
+    import vqvdm_core.profiling.measure as bench  # precision_probe lives in vqvdm_core.profiling.measure
 
     entered: list[str] = []
     real_autocast = bench.autocast

@@ -20,10 +20,10 @@ from standins import MeanBrightness, tiny_recipe
 from torch import Tensor
 
 from vqvdm_core import load_recipe
-from vqvdm_core.config import ComponentConfig
-from vqvdm_core.data.loader import collate_clips
+from vqvdm_core.data.collate import collate_clips
 from vqvdm_core.errors import UserError
 from vqvdm_core.interfaces import Metric, accepts_conditions, update_metric
+from vqvdm_core.interfaces.configurable import ComponentConfig
 from vqvdm_core.registry import REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "example-plugin"))
@@ -196,7 +196,7 @@ def test_an_exported_pipeline_keeps_the_motion_values_to_sample(motion_run, tmp_
 
 def test_the_report_captions_validation_clips_as_the_denoiser_stage_draws_them():
     from vqvdm_core.pipeline.conditions import cycle
-    from vqvdm_core.report import validation_conditions
+    from vqvdm_core.reporting.report import validation_conditions
 
     meta = {"num_classes": 2, "class_names": ["a", "b"], "fps_values": [8.0],
             "condition_values": {"motion": [0.0, 0.5, 1.0]}}

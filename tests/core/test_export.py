@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from vqvdm_core import ComponentError, __version__, load_recipe
 from vqvdm_core.cli import app
 from vqvdm_core.pipeline import open_run, run_recipe
-from vqvdm_core.pretrained import FORMAT_VERSION, INDEX_FILE, PretrainedFolderError
 from vqvdm_core.registry import Registry
 from vqvdm_core.system import LatentVideoDiffusion
+from vqvdm_core.system.pretrained import FORMAT_VERSION, INDEX_FILE, PretrainedFolderError
 
 runner = CliRunner()
 

@@ -21,10 +21,10 @@ from rich.console import Console
 from standins import tiny_recipe
 
 from vqvdm_core import load_recipe
-from vqvdm_core.config import ComponentConfig
+from vqvdm_core.engine.loggers import LoggerSet
 from vqvdm_core.errors import ComponentError, RecipeError
 from vqvdm_core.interfaces import ExperimentLogger, RunInfo
-from vqvdm_core.loggers import LoggerSet
+from vqvdm_core.interfaces.configurable import ComponentConfig
 from vqvdm_core.pipeline import STAGE_FUNCTIONS, run_recipe
 from vqvdm_core.pipeline.run_dir import STAGE_HASH_PATHS, stage_hash
 from vqvdm_core.registry import REGISTRY, Registry
@@ -226,7 +226,7 @@ def test_tensorboard_turns_an_mp4_into_a_gif_image(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from vqvdm_core.registry import load
-    from vqvdm_core.video_io import write_video
+    from vqvdm_core.io.video import write_video
 
     clip = write_video(torch.linspace(-1, 1, 3 * 5 * 8 * 10).reshape(3, 5, 8, 10), tmp_path / "clip.mp4", 4.0)
     sink = load("logger", "tensorboard")(dir="tb")

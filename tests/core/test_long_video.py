@@ -8,9 +8,9 @@ from test_system import PoolTokenizer, make_system, randomize
 
 from vqvdm_core import create
 from vqvdm_core.errors import UserError
-from vqvdm_core.long_video import Window, condition_on_known, decode_in_chunks, plan_windows
-from vqvdm_core.sampling import SamplingChain
+from vqvdm_core.interfaces.sampler import SamplingChain
 from vqvdm_core.system import LatentVideoDiffusion, known_input, known_prefix
+from vqvdm_core.system.long_video import Window, condition_on_known, decode_in_chunks, plan_windows
 
 # -- window plans -------------------------------------------------------------------------------
 
@@ -303,7 +303,7 @@ def test_the_system_decodes_a_long_latent_in_chunks_equal_to_one_decode():
 
 
 def test_known_guidance_extrapolates_from_the_prediction_without_known_frames():
-    from vqvdm_core.system import _WithKnownFrames
+    from vqvdm_core.system.diffusion import _WithKnownFrames
 
     system = frame_conditioned_system()
     x, t = torch.randn(2, 3, 4, 4, 4), torch.tensor([10, 500])

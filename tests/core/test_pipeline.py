@@ -241,7 +241,7 @@ def test_sample_command_continues_a_data_set_clip_or_a_video_file(run_copy, tmp_
 
     from vqvdm_core.cli import app
     from vqvdm_core.pipeline.samples_file import load_samples
-    from vqvdm_core.video_io import read_video, write_video
+    from vqvdm_core.io.video import read_video, write_video
     from standins import TinyClips
 
     out = tmp_path / "cont.mp4"
@@ -268,7 +268,7 @@ def test_sample_command_refuses_a_bad_context_before_sampling(run_copy, tmp_path
     from typer.testing import CliRunner
 
     from vqvdm_core.cli import app
-    from vqvdm_core.video_io import write_video
+    from vqvdm_core.io.video import write_video
 
     text_file = tmp_path / "notes.mp4"
     text_file.write_text("not a video")

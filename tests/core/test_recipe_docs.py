@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from vqvdm_core import recipe as r
-from vqvdm_core.recipe_docs import SECTIONS, _type_text, render
+from vqvdm_core.recipe.docs import SECTIONS, _type_text, render
 from vqvdm_core.registry import REGISTRY
 
 DOCS = Path(__file__).parents[2] / "docs" / "recipes.md"
-REGENERATE = "python -m vqvdm_core.recipe_docs > docs/recipes.md"
+REGENERATE = "python -m vqvdm_core.recipe.docs > docs/recipes.md"
 
 
 @pytest.fixture(scope="module")

@@ -297,7 +297,7 @@ def test_configurable_constructor_validates_every_form_and_initialises_modules_f
     import torch
     from pydantic import Field, ValidationError
 
-    from vqvdm_core.config import ComponentConfig, Configurable
+    from vqvdm_core.interfaces.configurable import ComponentConfig, Configurable
 
     class Plain(Configurable, torch.nn.Module):  # no __init__ of its own
         class Config(ComponentConfig):

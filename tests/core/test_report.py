@@ -1,4 +1,4 @@
-"""The report page of a run (``vqvdm_core/report.py``): what it shows, checked against the run's files."""
+"""The report page of a run (``vqvdm_core/reporting/report.py``): what it shows, checked against the run's files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageSequence
 from report_run import CLASS_NAMES, make_report_run
 
-from vqvdm_core.report import build_report
+from vqvdm_core.reporting.report import build_report
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_the_denoiser_validation_samples_carry_their_conditions(run):
 ])
 def test_validation_captions_are_the_pipelines(meta):
     from vqvdm_core.pipeline.conditions import cycle
-    from vqvdm_core.report import validation_conditions
+    from vqvdm_core.reporting.report import validation_conditions
 
     for fps in (None, [16.0, 4.0]):
         ours = validation_conditions(meta, 7, fps)
@@ -185,7 +185,7 @@ def test_validation_captions_are_the_pipelines(meta):
 
 
 def test_curves_of_an_older_layout_are_redrawn_once_and_current_ones_used_as_they_are(run):
-    from vqvdm_core.engine.plots import is_current
+    from vqvdm_core.reporting.plots import is_current
 
     assert is_current(run / "denoiser" / "loss_curves.png")  # drawn by the trainer with this version
     Image.new("RGB", (700, 900), "white").save(run / "tokenizer" / "loss_curves.png")  # an older plot
@@ -220,7 +220,7 @@ def test_a_run_with_only_its_recipe_still_gets_a_page(tmp_path):
 
 
 def test_grid_cells_find_every_clip_of_a_grid():
-    from vqvdm_core.video_io import grid_cells, video_grid
+    from vqvdm_core.io.video import grid_cells, video_grid
 
     gen = torch.Generator().manual_seed(0)
     for n, nrow, h, w, labelled in [(24, 6, 32, 32, True), (5, 3, 8, 12, False), (7, 8, 16, 16, True),
@@ -243,7 +243,7 @@ def test_grid_cells_find_every_clip_of_a_grid():
 
 
 def test_pictures_are_enlarged_by_whole_factors_or_shrunk_to_fit_the_page():
-    from vqvdm_core.report import PAGE_WIDTH, _fit
+    from vqvdm_core.reporting.report import PAGE_WIDTH, _fit
 
     assert _fit(32, 32, 6) == (128, 128, True)  # the quickstart's grid row: 4x, pixelated
     assert _fit(32, 24, 1, limit=3) == (96, 72, True)

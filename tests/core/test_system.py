@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvdm_core import create
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import UserError
 from vqvdm_core.interfaces import TrainStep, VideoTokenizer
+from vqvdm_core.interfaces.configurable import ComponentConfig
 from vqvdm_core.recipe import ComponentSpec
 from vqvdm_core.registry import Registry
 from vqvdm_core.system import LatentVideoDiffusion, build_system

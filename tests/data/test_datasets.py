@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from video_factory import frame_index, make_video
 from vqvdm_plugins.datasets import UCF101, FrameFolder, SkyTimelapse, VideoFolder
 
-import vqvdm_core.data.file_dataset as file_dataset
 from vqvdm_core.data import DataWarning, choose_start, collate_clips, frames_to_clip, resize_center_crop
+import vqvdm_core.data.file_dataset as file_dataset
 from vqvdm_core.errors import ComponentError, MissingFileError
+from vqvdm_core.io.video import VideoReadError
 from vqvdm_core.registry import REGISTRY
-from vqvdm_core.video_io import VideoReadError
 
 
 def quiet(factory, /, **kwargs):

@@ -1,4 +1,4 @@
-"""Reading, writing and tiling video (vqvdm_core.video_io)."""
+"""Reading, writing and tiling video (vqvdm_core.io.video)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from video_factory import HEIGHT, WIDTH, frame_index, frame_pixels, make_corrupt, make_video
 
 from vqvdm_core.errors import MissingFileError, UserError
-from vqvdm_core.video_io import (
+from vqvdm_core.io.video import (
     VideoReadError,
     probe_video,
     read_video,

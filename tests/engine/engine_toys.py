@@ -14,10 +14,10 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import default_collate
 
-from vqvdm_core.distributed import draw_for_global_batch
 from vqvdm_core.engine import Trainer
 from vqvdm_core.interfaces import Trainable, TrainStep
 from vqvdm_core.recipe import TrainSettings
+from vqvdm_core.runtime.distributed import draw_for_global_batch
 
 DIM = 4
 

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine_toys import ToyPairs, make_gan, make_trainer, settings  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from vqvdm_core import distributed  # noqa: E402
 from vqvdm_core.engine import Trainer  # noqa: E402
+from vqvdm_core.runtime import distributed  # noqa: E402
 
 
 def train(out_dir: Path, config: dict) -> Trainer:

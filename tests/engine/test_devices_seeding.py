@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from vqvdm_core import distributed
-from vqvdm_core.devices import DeviceError, autocast, resolve_device, synchronize
-from vqvdm_core.seeding import capture_rng_state, derive_seed, fork_rng, restore_rng_state, seed_everything
+from vqvdm_core.runtime import distributed
+from vqvdm_core.runtime.devices import DeviceError, autocast, resolve_device, synchronize
+from vqvdm_core.runtime.seeding import capture_rng_state, derive_seed, fork_rng, restore_rng_state, seed_everything
 
 
 def _draw():

@@ -43,7 +43,7 @@ def _rank_main(rank: int, world: int, port: int, out: str, train: dict | None = 
     _join(rank, world, port)
     from rich.console import Console
 
-    from vqvdm_core import distributed
+    from vqvdm_core.runtime import distributed
 
     shown = io.StringIO()
     with redirect_stdout(shown), warnings.catch_warnings(record=True) as caught:
@@ -92,7 +92,7 @@ class _RankDependentDraws(ToyGAN):
     """Draws one extra number on rank 1: the processes' streams part (a component bug to report)."""
 
     def training_step(self, batch, *, step):
-        from vqvdm_core import distributed
+        from vqvdm_core.runtime import distributed
 
         if distributed.rank() == 1:
             torch.rand(1)
@@ -101,7 +101,7 @@ class _RankDependentDraws(ToyGAN):
 
 def _diverging_rank_main(rank: int, world: int, port: int, out: str) -> None:
     _join(rank, world, port)
-    from vqvdm_core import distributed
+    from vqvdm_core.runtime import distributed
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -138,7 +138,7 @@ def test_a_two_process_checkpoint_resumes_exactly_on_one_process(tmp_path):
 
 def _share_main(rank: int, world: int, port: int, out: str) -> None:
     _join(rank, world, port)
-    from vqvdm_core import distributed
+    from vqvdm_core.runtime import distributed
     from vqvdm_plugins.vqgan3d.quantizer import VectorQuantizer
 
     distributed.init_from_env()

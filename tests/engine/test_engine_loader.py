@@ -9,7 +9,7 @@ import torch
 from engine_toys import ToyPairs
 from torch.utils.data import default_collate
 
-from vqvdm_core.engine.loader import InfiniteLoader, LoaderError
+from vqvdm_core.engine.batches import InfiniteLoader, LoaderError
 
 
 def _loader(**kwargs):

@@ -8,11 +8,11 @@ import pytest
 import torch
 from engine_toys import ToyGAN, ToyPairs, make_gan, make_trainer, settings
 
-from vqvdm_core.devices import DeviceError
+from vqvdm_core.engine.batches import LoaderError
 from vqvdm_core.engine.ema import EMA
-from vqvdm_core.engine.loader import LoaderError
 from vqvdm_core.engine.optim import OptimizerGroupError
 from vqvdm_core.errors import UserError
+from vqvdm_core.runtime.devices import DeviceError
 
 
 def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:

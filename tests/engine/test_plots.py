@@ -1,4 +1,4 @@
-"""Training curves (``vqvdm_core/engine/plots.py``): a panel per quantity, each on a scale that shows it."""
+"""Training curves (``vqvdm_core/reporting/plots.py``): a panel per quantity, each on a scale that shows it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from PIL import Image
 
-from vqvdm_core.engine.plots import curves_figure, is_current, plot_loss_curves
+from vqvdm_core.reporting.plots import curves_figure, is_current, plot_loss_curves
 
 
 def tokenizer_history() -> list[dict]:

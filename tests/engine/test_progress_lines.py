@@ -11,7 +11,7 @@ from engine_toys import ToyPairs, make_gan, make_trainer, settings
 from rich.console import Console
 
 from vqvdm_core.engine.logging import TrainProgress
-from vqvdm_core.progress import DEFAULT_INTERVAL, INTERVAL_ENV, line_interval, progress
+from vqvdm_core.runtime.progress import DEFAULT_INTERVAL, INTERVAL_ENV, line_interval, progress
 
 
 class FakeClock:

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from vqvdm_core import devices
+from vqvdm_core.runtime import devices
 
 
 @pytest.fixture

@@ -143,7 +143,7 @@ def laid_out_run(tmp_path_factory, module_standins) -> Path:
     """A tiny run laid out as the quickstart's (4 classes x 3 FPS x 2 clips of 32x32), its report built."""
     from report_run import make_report_run
 
-    from vqvdm_core.report import build_report
+    from vqvdm_core.reporting.report import build_report
 
     run = make_report_run(tmp_path_factory.mktemp("laid-out"), size=32)
     build_report(run)

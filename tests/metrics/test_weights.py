@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vqvdm_core.errors import MissingFileError
-from vqvdm_core.weights import find_weights, weights_cache_dir
+from vqvdm_core.io.weights import find_weights, weights_cache_dir
 
 ARGS = dict(description="a test network", source_url="https://example.org/net.pt")
 

@@ -7,8 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from vqvdm_core import create
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Denoiser
+from vqvdm_core.interfaces.configurable import ComponentConfig
 from vqvdm_plugins.guidance import ClassifierFreeGuidance, NoGuidance
 
 

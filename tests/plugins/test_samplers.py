@@ -11,7 +11,7 @@ import torch
 from vqvdm_core import create
 from vqvdm_core.errors import ComponentError, UserError
 from vqvdm_core.interfaces import Sampler
-from vqvdm_core.sampling import SamplingChain, resolve_sampler, respace, run_sampler, sampler_label
+from vqvdm_core.interfaces.sampler import SamplingChain, resolve_sampler, respace, run_sampler, sampler_label
 
 MU, S = 0.7, 0.3  # data ~ N(MU, S^2) in every dimension
 PREDICTIONS = ("epsilon", "x0", "v")

@@ -8,7 +8,7 @@ Dataset plug-ins (ours in ``vqvdm_plugins.datasets`` and third parties') build o
   which index a tree, skip (and count) bad or short videos and never stop an epoch on one;
 * :mod:`~vqvdm_core.data.scan`: sorted walks for video files and frame folders;
 * :mod:`~vqvdm_core.data.probe_cache`: the JSON cache of frame counts and FPS;
-* :mod:`~vqvdm_core.data.loader`: :func:`collate_clips`.
+* :mod:`~vqvdm_core.data.collate`: :func:`collate_clips`.
 """
 
 from vqvdm_core.data.clips import (
@@ -19,6 +19,7 @@ from vqvdm_core.data.clips import (
     resize_center_crop,
     uint8_to_unit_range,
 )
+from vqvdm_core.data.collate import collate_clips
 from vqvdm_core.data.file_dataset import (
     DataWarning,
     FileClipDataset,
@@ -28,7 +29,6 @@ from vqvdm_core.data.file_dataset import (
     VideoFileDataset,
     VideoRecord,
 )
-from vqvdm_core.data.loader import collate_clips
 
 __all__ = [
     "ClipConfig",

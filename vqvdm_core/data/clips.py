@@ -14,8 +14,8 @@ from einops import rearrange
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
-from vqvdm_core.pixels import uint8_to_unit_range  # re-exported: its old home
+from vqvdm_core.interfaces.configurable import ComponentConfig
+from vqvdm_core.io.pixels import uint8_to_unit_range  # re-exported: its old home
 
 __all__ = ["ClipConfig", "clip_span", "choose_start", "frames_to_clip", "resize_center_crop",
            "uint8_to_unit_range"]

@@ -35,11 +35,11 @@ from torch import Tensor
 
 from vqvdm_core.data.clips import ClipConfig, choose_start, clip_span, frames_to_clip
 from vqvdm_core.data.probe_cache import ProbeCache
-from vqvdm_core.config import FilePurpose
 from vqvdm_core.data.scan import absent, read_frame_files
 from vqvdm_core.errors import MissingFileError
 from vqvdm_core.interfaces import VideoDataset
-from vqvdm_core.video_io import VideoReadError, probe_video, read_video
+from vqvdm_core.interfaces.configurable import FilePurpose
+from vqvdm_core.io.video import VideoReadError, probe_video, read_video
 
 __all__ = [
     "DataWarning",
@@ -128,7 +128,7 @@ class FileClipDataset(VideoDataset):
     def read_frames(self, record: VideoRecord, *, start: int, count: int, stride: int) -> Tensor:
         """``uint8 (T, H, W, 3)`` frames ``start, start + stride, ...`` (fewer if the video ends).
 
-        Raise :class:`~vqvdm_core.video_io.VideoReadError` (or ``MissingFileError``) when the
+        Raise :class:`~vqvdm_core.io.video.VideoReadError` (or ``MissingFileError``) when the
         video cannot be decoded.
         """
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError
 from vqvdm_core.interfaces import NO_LABEL
-from vqvdm_core.video_io import VideoReadError
+from vqvdm_core.io.video import VideoReadError
 
 __all__ = [
     "VIDEO_EXTENSIONS",

@@ -3,24 +3,22 @@
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, saved with ``torch.save``
 and read back with ``torch.load(..., weights_only=True)``. Writing goes to a temporary file in the
 same directory, which is flushed and fsync'ed, then moved over the old file with ``os.replace``
-(atomic on POSIX and Windows); a crash at any moment leaves either the previous complete
-checkpoint or the new complete one, never a torn file.
+(atomic on POSIX and Windows: :mod:`vqvdm_core.io.atomic`); a crash at any moment leaves either the
+previous complete checkpoint or the new complete one, never a torn file.
 
 Exported weights (``export_weights``) are a safetensors file of the model's state dict.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.io.atomic import atomic_write, remove_stale_temporaries  # re-exported
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -36,59 +34,10 @@ __all__ = [
 CHECKPOINT_FORMAT = "vqvdm-checkpoint"
 CHECKPOINT_VERSION = 1
 WEIGHTS_FORMAT = "vqvdm-weights"
-_TMP_PREFIX = ".tmp-"
 
 
 class CheckpointError(UserError):
     """A checkpoint or weight file that cannot be read, or does not fit the model."""
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` through ``write(file)`` so that it appears complete or not at all.
-
-    The data goes to a temporary file beside ``path``, is fsync'ed, then renamed over ``path``.
-    If ``write`` raises (or the process dies), ``path`` keeps its previous content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{path.name}.", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return path
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete temporary files left by a save that was killed; return what was removed."""
-    directory = Path(directory)
-    removed = []
-    if directory.is_dir():
-        for tmp in directory.glob(f"{_TMP_PREFIX}*"):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vqvdm_core import distributed as dist
-from vqvdm_core.engine.loader import InfiniteLoader
+from vqvdm_core.engine.batches import InfiniteLoader
 from vqvdm_core.engine.logging import MetricsLog, TrainProgress
+from vqvdm_core.runtime import distributed as dist
 
 __all__ = ["LogWindow", "WindowLogging", "as_float", "loss_means", "stream_fingerprint"]
 
@@ -95,7 +95,7 @@ class WindowLogging:
             warnings.warn(
                 f"{self.description}: the processes' random generators diverged by step {self.step}: a "
                 "component draws randomness differently on different processes (use "
-                "vqvdm_core.distributed.draw_for_global_batch), so this run's result depends on the "
+                "vqvdm_core.runtime.distributed.draw_for_global_batch), so this run's result depends on the "
                 "number of processes", RuntimeWarning, stacklevel=2)
         return means
 

@@ -8,7 +8,7 @@
 * ``{"tag": "val", "step", "time", <validation results>...}`` after each validation.
 
 ``time`` is seconds since the stage first started (resumes continue the clock). Each record also
-goes to the run's experiment loggers (:class:`~vqvdm_core.loggers.LoggerSet`), tagged with the stage.
+goes to the run's experiment loggers (:class:`~vqvdm_core.engine.loggers.LoggerSet`), tagged with the stage.
 
 Progress is a rich bar (step, loss, it/s, ETA) when the console is a terminal, and plain lines
 such as ``tokenizer step 100/1000 loss 0.1230 2.10 it/s eta 7m05s`` otherwise: one every
@@ -37,10 +37,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from vqvdm_core.progress import LineTimer
+from vqvdm_core.runtime.progress import LineTimer
 
 if TYPE_CHECKING:
-    from vqvdm_core.loggers import LoggerSet
+    from vqvdm_core.engine.loggers import LoggerSet
 
 __all__ = ["MetricsLog", "TrainProgress", "format_duration", "format_losses"]
 
@@ -83,7 +83,7 @@ class MetricsLog:
         """Drop records past ``step`` (logged after the checkpoint a run resumes from); return the rest."""
         kept = [r for r in self.read() if int(r.get("step", 0)) <= step]
         if self.enabled:
-            from vqvdm_core.engine.checkpoint import atomic_write
+            from vqvdm_core.io.atomic import atomic_write
 
             text = "".join(json.dumps(r) + "\n" for r in kept)
             if self.path.is_file() or kept:
@@ -136,7 +136,7 @@ class TrainProgress:
     Use as a context manager; call :meth:`update` after logged steps, :meth:`advance` after every
     step and :meth:`tick` after the steps that are not logged. Without a terminal, :meth:`tick`
     prints a plain line when ``interval`` seconds (default
-    :func:`~vqvdm_core.progress.line_interval`, 30) of ``clock`` passed since the last line.
+    :func:`~vqvdm_core.runtime.progress.line_interval`, 30) of ``clock`` passed since the last line.
     """
 
     def __init__(self, console: Console, *, description: str, total: int, start: int,

@@ -13,11 +13,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vqvdm_core import distributed as dist
+from vqvdm_core.engine.batches import DataPosition
 from vqvdm_core.engine.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from vqvdm_core.engine.ema import EMA
-from vqvdm_core.engine.loader import DataPosition
-from vqvdm_core.seeding import capture_rng_state, restore_rng_state
+from vqvdm_core.runtime import distributed as dist
+from vqvdm_core.runtime.seeding import capture_rng_state, restore_rng_state
 
 __all__ = ["CHECKPOINT_NAME", "CheckpointState", "load_model_state", "model_state"]
 

@@ -40,29 +40,29 @@ from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vqvdm_core import distributed as dist
-from vqvdm_core.data.loader import collate_clips
-from vqvdm_core.devices import autocast, check_precision
+from vqvdm_core.data.collate import collate_clips
+from vqvdm_core.engine.batches import DataPosition, InfiniteLoader, LoaderError
 from vqvdm_core.engine.checkpoint import save_weights
 from vqvdm_core.engine.ema import EMA
-from vqvdm_core.engine.loader import DataPosition, InfiniteLoader, LoaderError
 from vqvdm_core.engine.log_window import LogWindow, WindowLogging
 from vqvdm_core.engine.log_window import as_float as _as_float
 from vqvdm_core.engine.log_window import loss_means as _loss_means
 from vqvdm_core.engine.log_window import stream_fingerprint as _stream_fingerprint  # noqa: F401 (old name)
 from vqvdm_core.engine.logging import MetricsLog, TrainProgress
+from vqvdm_core.engine.optim import build_lr_schedule, build_optimizer, trained_groups
 from vqvdm_core.engine.resume import CHECKPOINT_NAME, CheckpointState
 from vqvdm_core.engine.resume import _on_this_device  # noqa: F401 (old name)
 from vqvdm_core.engine.resume import load_model_state as _load_model_state  # noqa: F401 (old name)
 from vqvdm_core.engine.resume import model_state as _model_state
-from vqvdm_core.engine.optim import build_lr_schedule, build_optimizer, trained_groups
 from vqvdm_core.errors import ComponentError, WorkFailure
 from vqvdm_core.interfaces import TrainStep
 from vqvdm_core.recipe import TrainSettings
-from vqvdm_core.seeding import fork_rng, seed_everything
+from vqvdm_core.runtime import distributed as dist
+from vqvdm_core.runtime.devices import autocast, check_precision
+from vqvdm_core.runtime.seeding import fork_rng, seed_everything
 
 if TYPE_CHECKING:
-    from vqvdm_core.loggers import LoggerSet
+    from vqvdm_core.engine.loggers import LoggerSet
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer"]
 
@@ -200,7 +200,7 @@ class Trainer(CheckpointState, WindowLogging):
             return self._result()
         if not resumed:
             # The same stream on every process: random draws are made for the global batch and each
-            # process keeps its rows (vqvdm_core.distributed.draw_for_global_batch).
+            # process keeps its rows (vqvdm_core.runtime.distributed.draw_for_global_batch).
             seed_everything(self.seed)
         dist.broadcast_module(self.model)
 
@@ -238,7 +238,7 @@ class Trainer(CheckpointState, WindowLogging):
         finally:
             loader.close()
         if self.is_main:
-            from vqvdm_core.engine.plots import plot_loss_curves
+            from vqvdm_core.reporting.plots import plot_loss_curves
 
             plot_loss_curves(self.history, self.out_dir / CURVES_NAME, title=self.description)
         dist.barrier()

@@ -34,14 +34,14 @@ __all__ = ["RunContext", "RunDir", "STAGE_FUNCTIONS", "check_files", "make_conte
 def make_context(recipe: Recipe, *, console: Console | None = None,
                  root: Path | None = None) -> RunContext:
     """A context for ``recipe``'s run directory (under ``root`` if given) on the recipe's device."""
-    from vqvdm_core.devices import resolve_device
+    from vqvdm_core.runtime.devices import resolve_device
 
-    from vqvdm_core import distributed as dist
+    from vqvdm_core.runtime import distributed as dist
 
     device = resolve_device(recipe.device)
     if dist.is_distributed() and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dist.local_rank())  # one GPU per process under torchrun
-    from vqvdm_core.loggers import LoggerSet
+    from vqvdm_core.engine.loggers import LoggerSet
 
     run = RunDir(recipe, root)
     loggers = LoggerSet.from_recipe(recipe, directory=run.path, enabled=dist.is_main())
@@ -58,7 +58,7 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
     ``failed`` with its error in ``stage.json`` (the next run resumes it). The recipe's experiment
     loggers are closed at the end, also when a stage fails.
     """
-    from vqvdm_core import distributed as dist
+    from vqvdm_core.runtime import distributed as dist
 
     dist.init_from_env()
     ctx = make_context(recipe, console=console)
@@ -82,8 +82,8 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
 
 
 def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -> None:
-    from vqvdm_core import distributed as dist
-    from vqvdm_core.seeding import seed_everything
+    from vqvdm_core.runtime import distributed as dist
+    from vqvdm_core.runtime.seeding import seed_everything
 
     recipe = ctx.recipe
     wanted = [s.name for s in ORDER if s.name in (stages or recipe.stages)]
@@ -124,7 +124,7 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
         ctx.say(f"[{stage}] done in {info['seconds']:.1f}s")
         dist.barrier()
     if dist.is_main():
-        from vqvdm_core.report import build_report
+        from vqvdm_core.reporting.report import build_report
 
         ctx.say(f"report: {build_report(ctx.run.path)}")
 
@@ -161,7 +161,7 @@ def check_files(ctx: RunContext, stages: list[str]) -> str:
 
 def _decided_on_main(decide: Callable[[], str]) -> str:
     """Run ``decide`` on rank 0 and give every process its answer (or its user error)."""
-    from vqvdm_core import distributed as dist
+    from vqvdm_core.runtime import distributed as dist
     from vqvdm_core.errors import UserError
 
     if not dist.is_distributed():

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from vqvdm_core.engine.loggers import LoggerSet
 from vqvdm_core.errors import MissingFileError, UserError, brief
 from vqvdm_core.interfaces import VideoDataset, VideoTokenizer
-from vqvdm_core.loggers import LoggerSet
 from vqvdm_core.pipeline.run_dir import RunDir
 from vqvdm_core.recipe import Recipe
 
@@ -36,7 +36,7 @@ class RunContext:
 
     def say(self, message: str) -> None:
         """A line for the person watching, also written to the run log (rank 0 only)."""
-        from vqvdm_core.distributed import is_main
+        from vqvdm_core.runtime.distributed import is_main
 
         if is_main():
             self.console.print(message, highlight=False, markup=False)

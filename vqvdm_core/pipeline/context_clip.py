@@ -11,7 +11,7 @@ import torch
 
 from vqvdm_core.errors import UserError
 from vqvdm_core.interfaces import NO_LABEL
-from vqvdm_core.pixels import uint8_to_unit_range
+from vqvdm_core.io.pixels import uint8_to_unit_range
 
 __all__ = ["ContextClip", "load_context", "mark_generated"]
 
@@ -55,7 +55,7 @@ def load_context(spec: str, ctx: Any, *, context_frames: int, max_frames: int) -
         fps = float(item["fps"]) if item.get("fps") is not None else None
         source = f"{which} clip {index}"
     else:
-        from vqvdm_core.video_io import read_video
+        from vqvdm_core.io.video import read_video
 
         if not path.is_file():
             raise UserError(f"--context {spec}: no such video file (or use train:INDEX / val:INDEX for a "

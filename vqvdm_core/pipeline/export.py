@@ -1,6 +1,6 @@
 """``vqvdm export RUN OUT_DIR``: a trained run as a self-contained pipeline folder.
 
-The folder (:mod:`vqvdm_core.pretrained`) holds the trained tokenizer and denoiser with every
+The folder (:mod:`vqvdm_core.system.pretrained`) holds the trained tokenizer and denoiser with every
 other component's resolved config, the latent scale, the classes and FPS values seen in training,
 the recipe's sample settings and default sampler, the run's recipe and evaluate report, an index
 with every file's sha256, and a ``README.md`` model card. ``LatentVideoDiffusion.from_pretrained``
@@ -33,7 +33,7 @@ def export_run(run: str | Path, out: str | Path, *, force: bool = False,
     from vqvdm_core import __version__
     from vqvdm_core.pipeline import open_run
     from vqvdm_core.pipeline.model_card import model_card
-    from vqvdm_core.pretrained import check_target, component_slots, registered_entry
+    from vqvdm_core.system.pretrained import check_target, component_slots, registered_entry
 
     out = check_target(out, overwrite=force)
     ctx = open_run(Path(run), ["device=cpu"], console=console or Console(quiet=True))

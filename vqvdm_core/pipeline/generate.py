@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from vqvdm_core.devices import autocast
 from vqvdm_core.pipeline.conditions import Conditions
-from vqvdm_core.progress import progress
+from vqvdm_core.runtime.devices import autocast
+from vqvdm_core.runtime.progress import progress
 
 
 def conditions_for(system: Any, conditions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

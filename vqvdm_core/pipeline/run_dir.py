@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vqvdm_core.errors import UserError
-from vqvdm_core.paths import check_can_write
+from vqvdm_core.io.paths import check_can_write
 from vqvdm_core.recipe import Recipe, save_recipe
 
 def __getattr__(name: str) -> Any:

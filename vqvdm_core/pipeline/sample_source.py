@@ -33,11 +33,11 @@ class SampleSource:
 
 def open_sample_source(path: Path, *, device: str | None = None, console: Console | None = None) -> SampleSource:
     """Open ``path``: a pipeline folder (``vqvdm export``), or a run directory or a file inside one."""
-    from vqvdm_core.pretrained import INDEX_FILE, SYSTEM_FILE, is_pretrained_folder
+    from vqvdm_core.system.pretrained import INDEX_FILE, SYSTEM_FILE, is_pretrained_folder
 
     path = Path(path)
     if is_pretrained_folder(path):
-        from vqvdm_core.devices import resolve_device
+        from vqvdm_core.runtime.devices import resolve_device
         from vqvdm_core.system import LatentVideoDiffusion
 
         target = resolve_device(device or "auto")

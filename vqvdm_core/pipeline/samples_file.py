@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vqvdm_core.errors import MissingFileError, UserError
-from vqvdm_core.pixels import uint8_to_unit_range, unit_range_to_uint8
+from vqvdm_core.io.pixels import uint8_to_unit_range, unit_range_to_uint8
 
 
 def save_samples(path: Path, video: torch.Tensor, labels: list[int], fps: list[float],

@@ -11,8 +11,8 @@ import math
 import torch
 
 from vqvdm_core import create
+from vqvdm_core.interfaces.sampler import run_sampler
 from vqvdm_core.registry import Registry, conformance_problem
-from vqvdm_core.sampling import run_sampler
 from vqvdm_example_plugin import Heun
 
 MU, S = 0.7, 0.3

@@ -22,8 +22,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Metric
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 __all__ = ["TemporalFlicker", "frame_differences"]
 

@@ -16,9 +16,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import ComponentError
 from vqvdm_core.interfaces import NO_LABEL, Conditioner
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 __all__ = ["ClassConditioner"]
 

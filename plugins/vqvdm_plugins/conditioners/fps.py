@@ -14,9 +14,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import ComponentError
 from vqvdm_core.interfaces import Conditioner
+from vqvdm_core.interfaces.configurable import ComponentConfig
 from vqvdm_plugins.embeddings import SinusoidalEmbedding
 
 __all__ = ["FPSConditioner"]

@@ -20,9 +20,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from vqvdm_core.data.file_dataset import FrameFolderConfig, FrameFolderDataset
-from vqvdm_core.config import FilePurpose
 from vqvdm_core.data.scan import IMAGE_EXTENSIONS, absent, find_frame_folders, require_dir
 from vqvdm_core.interfaces import NO_LABEL
+from vqvdm_core.interfaces.configurable import FilePurpose
 
 __all__ = ["SkyTimelapse"]
 

@@ -35,8 +35,8 @@ from einops import reduce
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import VideoDataset
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 __all__ = ["SyntheticMotion", "direction_names"]
 

@@ -25,9 +25,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from vqvdm_core.data.file_dataset import VideoFileConfig, VideoFileDataset
-from vqvdm_core.config import FilePurpose
 from vqvdm_core.data.scan import absent, find_files, require_dir
 from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.interfaces.configurable import FilePurpose
 
 __all__ = ["UCF101", "read_class_index", "read_split_list"]
 

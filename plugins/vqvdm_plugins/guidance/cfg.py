@@ -18,8 +18,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Denoiser, Guidance
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 __all__ = ["ClassifierFreeGuidance"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import Denoiser, Guidance
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 __all__ = ["NoGuidance"]
 

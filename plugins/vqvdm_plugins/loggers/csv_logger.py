@@ -9,8 +9,8 @@ from typing import IO, Any
 
 from pydantic import Field
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import ExperimentLogger, RunInfo
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 __all__ = ["CSVLogger"]
 

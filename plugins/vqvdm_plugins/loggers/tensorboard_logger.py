@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from vqvdm_core.config import ComponentConfig, FilePurpose
 from vqvdm_core.errors import ComponentError
 from vqvdm_core.interfaces import ExperimentLogger, RunInfo
+from vqvdm_core.interfaces.configurable import ComponentConfig, FilePurpose
 from vqvdm_plugins.loggers.requirements import missing_message, missing_package
 
 __all__ = ["TensorBoardLogger"]
@@ -48,7 +48,7 @@ def gif_bytes(path: Path, fps: float) -> tuple[bytes, int, int]:
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
             return data, image.height, image.width
-    from vqvdm_core.video_io import read_video
+    from vqvdm_core.io.video import read_video
 
     frames, _ = read_video(path)
     images = [Image.fromarray(frame) for frame in frames.numpy()]

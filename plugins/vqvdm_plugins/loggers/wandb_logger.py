@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from vqvdm_core.config import ComponentConfig, FilePurpose
 from vqvdm_core.errors import ComponentError
 from vqvdm_core.interfaces import ExperimentLogger, RunInfo
+from vqvdm_core.interfaces.configurable import ComponentConfig, FilePurpose
 from vqvdm_plugins.loggers.requirements import missing_message, missing_package
 
 __all__ = ["WandbLogger"]

@@ -38,10 +38,10 @@ from einops import rearrange
 from pydantic import Field
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import MissingFileError, UserError, missing_file_messages
-from vqvdm_core.pixels import unit_range_to_uint8
-from vqvdm_core.weights import find_weights
+from vqvdm_core.interfaces.configurable import ComponentConfig
+from vqvdm_core.io.pixels import unit_range_to_uint8
+from vqvdm_core.io.weights import find_weights
 
 from .c3d import C3D
 from .i3d import InceptionI3d

@@ -20,8 +20,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from vqvdm_core.errors import UserError
-from vqvdm_core.config import FilePurpose
 from vqvdm_core.interfaces import Metric
+from vqvdm_core.interfaces.configurable import FilePurpose
 
 from .feature_networks import C3DClassifier, C3DProtocol, c3d_weight_file
 from .feature_networks import check_frames, load_c3d_network

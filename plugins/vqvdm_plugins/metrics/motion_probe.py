@@ -37,8 +37,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import NO_LABEL, Metric
+from vqvdm_core.interfaces.configurable import ComponentConfig
 
 __all__ = ["MotionProbe", "estimate_shift", "shift_from_cross_power", "fourier_shift", "shift_ramp"]
 

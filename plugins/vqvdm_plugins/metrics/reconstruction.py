@@ -10,7 +10,7 @@ here; the 3D nature is in the tokenizer, not in these scores). Both inputs are c
   at least 11 pixels high and wide.
 - LPIPS (Zhang et al. 2018, ``lpips`` package, VGG or AlexNet trunk) on [-1, 1] frames. The trunk is
   torchvision's ImageNet file (``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth``), found in
-  torch hub's ``checkpoints`` folder or by :func:`vqvdm_core.weights.find_weights`; it is never
+  torch hub's ``checkpoints`` folder or by :func:`vqvdm_core.io.weights.find_weights`; it is never
   downloaded. ``lpips_pretrained: false`` uses a random trunk (seeded): the value is then NOT
   comparable to anything and the result and protocol say so (``lpips_random_trunk``).
 """
@@ -29,10 +29,10 @@ from einops import rearrange
 from pydantic import Field
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig, FilePurpose
 from vqvdm_core.errors import MissingFileError, missing_file_messages
 from vqvdm_core.interfaces import Metric
-from vqvdm_core.weights import find_weights
+from vqvdm_core.interfaces.configurable import ComponentConfig, FilePurpose
+from vqvdm_core.io.weights import find_weights
 
 __all__ = ["ReconstructionMetrics", "psnr_per_frame", "ssim_per_frame", "gaussian_window", "build_lpips"]
 

@@ -31,8 +31,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from vqvdm_core.config import FilePurpose
 from vqvdm_core.interfaces import Metric
+from vqvdm_core.interfaces.configurable import FilePurpose
 
 from .feature_networks import I3DFeatures, I3DProtocol, check_frames, i3d_weight_file
 from .feature_networks import load_i3d_network, network_fingerprint

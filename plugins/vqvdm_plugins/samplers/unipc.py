@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import Tensor
 
 from vqvdm_core.interfaces import Sampler
-from vqvdm_core.sampling import (
+from vqvdm_core.interfaces.sampler import (
     DenoiseFn,
     SamplerConfig,
     SamplingChain,

@@ -19,9 +19,9 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import NoiseSchedule, PredictionType
-from vqvdm_core.sampling import uniform_timesteps
+from vqvdm_core.interfaces.configurable import ComponentConfig
+from vqvdm_core.interfaces.sampler import uniform_timesteps
 
 __all__ = ["DDPMSchedule", "make_betas", "respaced_timesteps"]
 

@@ -8,9 +8,9 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import ComponentError
 from vqvdm_core.interfaces import Denoiser, PredictionType
+from vqvdm_core.interfaces.configurable import ComponentConfig
 from vqvdm_plugins.embeddings import SinusoidalEmbedding
 from vqvdm_plugins.unet3d.block import UNetBlock
 from vqvdm_plugins.unet3d.padding import TemporalReplicateConv3d

@@ -21,8 +21,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from vqvdm_core import distributed as dist
 from vqvdm_core.errors import MissingFileError
+from vqvdm_core.runtime import distributed as dist
 
 __all__ = ["VGG16_FILENAME", "VGG16_URL", "PerceptualLoss", "build_lpips", "vgg16_weights_path"]
 
@@ -123,7 +123,7 @@ class PerceptualLoss(nn.Module):
         b, _, t, _, _ = real.shape
         if self.frames is not None and self.frames < t:
             # The same random frames of each clip in real and fake: (B, k) indices per clip.
-            # (drawn for the global batch when several processes share it: see vqvdm_core.distributed)
+            # (drawn for the global batch when several processes share it: see vqvdm_core.runtime.distributed)
             scores = dist.draw_for_global_batch(lambda n: torch.rand(n, t, device=real.device), b)
             idx = scores.argsort(dim=1)[:, : self.frames]
             rows = torch.arange(b, device=real.device)[:, None]

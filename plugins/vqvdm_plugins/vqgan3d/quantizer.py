@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from vqvdm_core.distributed import batch_share, batch_sum
+from vqvdm_core.runtime.distributed import batch_share, batch_sum
 
 __all__ = ["QuantizerOutput", "VectorQuantizer"]
 

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig, FilePurpose
 from vqvdm_core.errors import UserError, missing_file_messages
 from vqvdm_core.interfaces import TrainStep, VideoTokenizer, iter_parameters
+from vqvdm_core.interfaces.configurable import ComponentConfig, FilePurpose
 from vqvdm_plugins.vqgan3d.decoder import Decoder
 from vqvdm_plugins.vqgan3d.discriminator import VideoDiscriminator
 from vqvdm_plugins.vqgan3d.encoder import Encoder, resampling_plan

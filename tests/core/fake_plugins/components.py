@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import ComponentError
 from vqvdm_core.interfaces import (
     NO_LABEL,
@@ -25,7 +24,8 @@ from vqvdm_core.interfaces import (
     VideoDataset,
     VideoTokenizer,
 )
-from vqvdm_core.sampling import notify
+from vqvdm_core.interfaces.configurable import ComponentConfig
+from vqvdm_core.interfaces.sampler import notify
 
 
 class TinyClips(VideoDataset):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from pydantic import ConfigDict
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.interfaces import NoiseSchedule
+from vqvdm_core.interfaces.configurable import ComponentConfig
 from fake_plugins.components import TinySchedule
 
 

@@ -7,13 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.pipeline.conditions import cycle
-from vqvdm_core.distributed import is_main
 from vqvdm_core.pipeline.context import DENOISER_WEIGHTS, LATENTS_FILE, RunContext, write_json
 from vqvdm_core.pipeline.generate import conditions_for
 from vqvdm_core.pipeline.latent_cache import LatentDataset
+from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.pipeline.validation import MetricSet
+from vqvdm_core.runtime.distributed import is_main
 
 
 STAGE = Stage("denoiser", upstream="latents",
@@ -38,7 +38,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             conditions=conditions_for(system, conditions.tensors(ctx.device)),
             steps=ctx.recipe.sample.steps, sampler=ctx.recipe.sample.sampler, generator=generator,
         ).float().clamp(-1, 1)
-        from vqvdm_core.video_io import write_grid
+        from vqvdm_core.io.video import write_grid
 
         path = write_grid(video.cpu(), out / "val" / f"samples_step{step:07d}.gif",
                           fps=float(conditions.fps[0]), nrow=min(len(conditions), 8), labels=conditions.captions)

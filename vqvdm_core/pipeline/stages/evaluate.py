@@ -18,15 +18,15 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.errors import UserError
 from vqvdm_core.interfaces import Metric, update_metric
+from vqvdm_core.interfaces.sampler import sampler_label
 from vqvdm_core.pipeline.conditions import cycle
 from vqvdm_core.pipeline.context import RunContext, write_json
 from vqvdm_core.pipeline.generate import LatentMoments, generate
 from vqvdm_core.pipeline.samples_file import load_samples_with_conditions
-from vqvdm_core.progress import progress
-from vqvdm_core.sampling import sampler_label
+from vqvdm_core.pipeline.stage import Stage
+from vqvdm_core.runtime.progress import progress
 
 STAGE = Stage("evaluate", upstream="denoiser", hash_paths=("evaluate", "guidance", "data.val", "sample.fps"),
               main_process_only=True, reads=("data.train", "data.val", "evaluate"), module=__name__)

@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from vqvdm_core.pipeline.stage import Stage
-from vqvdm_core.devices import autocast
-from vqvdm_core.pipeline.context import LATENTS_FILE, RunContext
 from vqvdm_core.pipeline.conditions import field_values
+from vqvdm_core.pipeline.context import LATENTS_FILE, RunContext
 from vqvdm_core.pipeline.latent_cache import condition_fields, save_latents
-from vqvdm_core.progress import progress
+from vqvdm_core.pipeline.stage import Stage
+from vqvdm_core.runtime.devices import autocast
+from vqvdm_core.runtime.progress import progress
 
 
 STAGE = Stage("latents", upstream="tokenizer", hash_paths=("latents", "data.train"), main_process_only=True,
@@ -21,7 +21,7 @@ STAGE = Stage("latents", upstream="tokenizer", hash_paths=("latents", "data.trai
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    from vqvdm_core.data.loader import collate_clips
+    from vqvdm_core.data.collate import collate_clips
 
     settings = ctx.recipe.latents
     tokenizer = ctx.tokenizer()

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.pipeline.conditions import grid
 from vqvdm_core.pipeline.context import RunContext, write_json
 from vqvdm_core.pipeline.generate import generate
 from vqvdm_core.pipeline.samples_file import save_samples
+from vqvdm_core.pipeline.stage import Stage
 
 
 STAGE = Stage("sample", upstream="denoiser", hash_paths=("sample", "guidance"), main_process_only=True,
@@ -18,7 +18,7 @@ STAGE = Stage("sample", upstream="denoiser", hash_paths=("sample", "guidance"), 
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    from vqvdm_core.video_io import video_grid, write_grid
+    from vqvdm_core.io.video import video_grid, write_grid
 
     s = ctx.recipe.sample
     out = ctx.run.stage_dir("sample")

@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.interfaces import VideoTokenizer
-from vqvdm_core.distributed import is_main
 from vqvdm_core.pipeline.context import TOKENIZER_WEIGHTS, RunContext, write_json
+from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.pipeline.validation import MetricSet, held_out_batch
+from vqvdm_core.runtime.distributed import is_main
 
 
 STAGE = Stage("tokenizer", upstream=None,
@@ -38,7 +38,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         recon = model.decode(model.encode(video)).clamp(-1, 1)
         results = metrics(real=video, fake=recon)
         results["val/mse"] = float(torch.mean((recon - video) ** 2))
-        from vqvdm_core.video_io import write_grid
+        from vqvdm_core.io.video import write_grid
 
         # Side by side: inputs in the first column, reconstructions in the second.
         pairs = torch.stack([video.cpu(), recon.cpu()], dim=1).flatten(0, 1)

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError, UserError
-from vqvdm_core.pixels import unit_range_to_uint8
+from vqvdm_core.io.pixels import unit_range_to_uint8
 
 __all__ = [
     "VideoReadError",

@@ -2,8 +2,8 @@
 
 A stage writes its clips as one labelled grid (``sample/grid.gif``, ``tokenizer/val/recon_*.gif``),
 whose captions are cut to the width of a clip. The report shows the clips one by one instead, with
-HTML captions: this module cuts a grid GIF back into its clips (:func:`vqvdm_core.video_io.grid_cells`
-gives where :func:`~vqvdm_core.video_io.video_grid` put them) and writes each as a GIF, or as a strip
+HTML captions: this module cuts a grid GIF back into its clips (:func:`vqvdm_core.io.video.grid_cells`
+gives where :func:`~vqvdm_core.io.video.video_grid` put them) and writes each as a GIF, or as a strip
 of a few of its frames side by side (a picture that shows motion without playing). It also redraws
 a stage's training curves from its ``metrics.jsonl`` when the stage's own plot is an older layout.
 
@@ -118,7 +118,7 @@ def curves(run: Path, stage: str) -> Path | None:
     """The stage's training curves in the current layout: its own ``loss_curves.png`` when drawn by
     this version, else a plot redrawn from its ``metrics.jsonl`` into ``report_files/`` (kept until
     the log changes); None when there is nothing to plot."""
-    from vqvdm_core.engine.plots import is_current, plot_loss_curves
+    from vqvdm_core.reporting.plots import is_current, plot_loss_curves
 
     own = run / stage / "loss_curves.png"
     log = run / stage / "metrics.jsonl"

@@ -17,7 +17,7 @@ Weights are random (timing does not depend on them). Besides times (median and s
 CPU flash-attention kernel counted too), the achieved FLOP/s next to a matmul measured in the same
 run, and the peak memory of a timed pass (steps and decode). Latent and pixel repeats are interleaved,
 so a change in machine load hits both; the load average is recorded. The measuring tools are in
-:mod:`vqvdm_core.measure` (re-exported here); the clip shape and class count come from the data set
+:mod:`vqvdm_core.profiling.measure` (re-exported here); the clip shape and class count come from the data set
 (:func:`clip_settings`).
 """
 
@@ -31,9 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vqvdm_core.devices import resolve_device
 from vqvdm_core.errors import RecipeError, UserError
-from vqvdm_core.measure import (  # re-exported: ``from vqvdm_core.bench import count_flops`` keeps working
+from vqvdm_core.profiling.measure import (  # re-exported: ``from vqvdm_core.profiling.table3 import count_flops`` works
     PeakMemory,
     SamplingTimer,
     Spread,
@@ -44,6 +43,7 @@ from vqvdm_core.measure import (  # re-exported: ``from vqvdm_core.bench import 
     precision_probe,
 )
 from vqvdm_core.recipe import Recipe, load_recipe
+from vqvdm_core.runtime.devices import resolve_device
 
 __all__ = [
     "PAPER_TABLE3",
@@ -53,7 +53,7 @@ __all__ = [
     "pixel_recipe",
     "pixel_space_tokenizer",
     "run_bench",
-    # the toolkit's names, re-exported from vqvdm_core.measure
+    # the toolkit's names, re-exported from vqvdm_core.profiling.measure
     "PeakMemory",
     "SamplingTimer",
     "Spread",

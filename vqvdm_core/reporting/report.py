@@ -11,7 +11,7 @@ Every video file (GIF, MP4) of the samples and reconstructions is linked next to
 
 Paths are relative to the run directory, and the pictures the report derives (single clips cut from
 a grid, frame strips, redrawn curves) are written to ``report_files/`` inside it
-(:mod:`vqvdm_core.report_media`), so the folder can be copied or served as is. Small pixel media
+(:mod:`vqvdm_core.reporting.media`), so the folder can be copied or served as is. Small pixel media
 are enlarged by a whole factor, never blurred. A part of the run that is missing or made by an
 older version is shown as well as it can be (the stage's own grid image, its own plot).
 """
@@ -310,8 +310,8 @@ def _samples_table(run: Path, grid: Path, recipe: dict[str, Any], meta: dict[str
                    fps: list[float], captions: list[str]) -> str | None:
     """A row per class, a column per FPS value: each cell one clip of the grid, playing. None when the
     grid's size does not match the recorded conditions (then the grid is shown whole)."""
-    from vqvdm_core import report_media
-    from vqvdm_core.video_io import grid_cells
+    from vqvdm_core.reporting import media as report_media
+    from vqvdm_core.io.video import grid_cells
 
     sample = recipe.get("sample") if isinstance(recipe.get("sample"), dict) else {}
     per_condition = sample.get("per_condition")
@@ -414,7 +414,7 @@ def _scoring_settings(res: dict[str, Any], recipe: dict[str, Any]) -> str:
 def _training_section(run: Path, stage: str, media: str) -> str:
     if not (run / stage / "stage.json").is_file():
         return "<p>Not run yet.</p>"
-    from vqvdm_core import report_media
+    from vqvdm_core.reporting import media as report_media
 
     final = _read_json(run / stage / "metrics.json") or {}
     numbers = {k: v for k, v in final.items() if isinstance(v, (int, float))}
@@ -454,8 +454,8 @@ def _earlier(run: Path, folder: Path, stems: list[str]) -> str:
 
 def _tokenizer_media(run: Path, meta: dict[str, Any]) -> str:
     """The last validation's held-out clips: each input above its reconstruction, as strips of frames."""
-    from vqvdm_core import report_media
-    from vqvdm_core.video_io import grid_cells
+    from vqvdm_core.reporting import media as report_media
+    from vqvdm_core.io.video import grid_cells
 
     folder = run / "tokenizer" / "val"
     stems = sorted({p.stem for p in folder.glob("recon_step*.*") if p.suffix in (".gif", ".mp4")})
@@ -497,8 +497,8 @@ def _tokenizer_media(run: Path, meta: dict[str, Any]) -> str:
 
 def _denoiser_media(run: Path, recipe: dict[str, Any], meta: dict[str, Any]) -> str:
     """The last validation's samples, one playing clip per condition with its caption."""
-    from vqvdm_core import report_media
-    from vqvdm_core.video_io import grid_cells
+    from vqvdm_core.reporting import media as report_media
+    from vqvdm_core.io.video import grid_cells
 
     folder = run / "denoiser" / "val"
     stems = sorted({p.stem for p in folder.glob("samples_step*.*") if p.suffix in (".gif", ".mp4")})

@@ -42,11 +42,11 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from vqvdm_core.errors import ComponentError, MissingFileError, UserError, brief
-from vqvdm_core.paths import check_can_write
+from vqvdm_core.io.paths import check_can_write
 from vqvdm_core.registry import Entry, Registry
 
 if TYPE_CHECKING:
-    from vqvdm_core.system import LatentVideoDiffusion
+    from vqvdm_core.system.diffusion import LatentVideoDiffusion
 
 __all__ = [
     "FORMAT",

@@ -1,4 +1,4 @@
-"""What a :class:`~vqvdm_core.interfaces.Sampler` is given, and the driver that runs one.
+"""The sampler interface: :class:`Sampler`, what it is given, and the driver that runs one.
 
 A sampler is a small function over a *chain* of noise levels (k-diffusion's shape): it receives
 
@@ -23,23 +23,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+import abc
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from vqvdm_core.config import ComponentConfig
 from vqvdm_core.errors import ComponentError, UserError
+from vqvdm_core.interfaces.configurable import ComponentConfig, Configurable
 
 if TYPE_CHECKING:
-    from vqvdm_core.interfaces import ModelFn, NoiseSchedule, PredictionType, Sampler
+    from vqvdm_core.interfaces.denoiser import ModelFn, PredictionType
+    from vqvdm_core.interfaces.schedule import NoiseSchedule
     from vqvdm_core.registry import Registry
 
 __all__ = [
     "SPACINGS",
     "SPACING_HELP",
     "DenoiseFn",
+    "Sampler",
     "SamplerConfig",
     "SamplerStep",
     "SamplingChain",
@@ -58,7 +61,7 @@ __all__ = [
 Spacing = Literal["uniform", "trailing", "karras", "log_snr"]
 SPACINGS: tuple[str, ...] = ("uniform", "trailing", "karras", "log_snr")
 SPACING_HELP = ("how the schedule spaces the chain's levels: uniform (the paper's respacing), trailing, "
-                "karras or log_snr (see vqvdm_core.sampling.respace)")
+                "karras or log_snr (see vqvdm_core.interfaces.sampler.respace)")
 """The description of a sampler Config's ``spacing`` field."""
 
 class SamplerConfig(ComponentConfig):
@@ -132,6 +135,38 @@ class SamplingChain:
             return math.inf
         a = self.alphas_cumprod[i]
         return 0.5 * (math.log(a) - math.log1p(-a))
+
+
+# --------------------------------------------------------------------------------------------
+# Sampler
+# --------------------------------------------------------------------------------------------
+
+
+class Sampler(Configurable, abc.ABC):
+    """An update rule of the reverse process, run over a chain of noise levels.
+
+    ``sample(denoise, x, chain)`` starts from the state ``x`` at level 0 of ``chain`` and returns
+    the state at its clean end. ``denoise(x, i) -> (x0, eps)`` gives the model's estimates at level
+    ``i`` (for epsilon, x0 and v denoisers alike); all noise comes from ``generator``; each level
+    is reported once through ``callback`` (:func:`notify`). A chain that starts
+    mid-way (SDEdit) is an ordinary chain whose first level is not the last training step.
+    """
+
+    kind: ClassVar[str] = "sampler"
+
+    @property
+    def spacing(self) -> str:
+        """How the schedule spaces this sampler's levels: the Config's ``spacing``, else ``uniform``."""
+        return str(getattr(self.config, "spacing", "uniform"))
+
+    @abc.abstractmethod
+    def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
+               generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
+        """Run the chain from ``x`` at level 0 to the clean end; return the sample."""
+
+    def evaluations(self, levels: int) -> int:
+        """Denoiser calls for a chain of ``levels`` levels (one per level unless overridden)."""
+        return levels
 
 
 def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -273,7 +308,6 @@ def resolve_sampler(sampler: SamplerLike, *, schedule: NoiseSchedule | None = No
     ``name`` and options) or ``None``: then the schedule's :meth:`default_sampler` (older recipes
     named the sampler in the schedule node).
     """
-    from vqvdm_core.interfaces import Sampler
     from vqvdm_core.registry import REGISTRY
 
     registry = registry if registry is not None else REGISTRY
@@ -290,7 +324,6 @@ def sampler_label(sampler: SamplerLike, *, schedule: NoiseSchedule | None = None
                   registry: Registry | None = None) -> str:
     """A short name for what :func:`resolve_sampler` builds: ``dpmpp_2m``, ``ddim(eta=0.5)``; None
     names the schedule's default. Options at the sampler's defaults are left out."""
-    from vqvdm_core.interfaces import Sampler
     from vqvdm_core.registry import REGISTRY
 
     if isinstance(sampler, Sampler):
@@ -329,7 +362,7 @@ def run_sampler(
     ``generator`` at the last training step. ``model_fn(x_t, t)`` is the denoiser with its
     conditions and guidance bound; ``callback`` sees every level (:class:`SamplerStep`).
     ``wrap(denoise, chain)``, if given, returns the function the sampler calls instead of
-    ``denoise`` (e.g. :func:`vqvdm_core.long_video.condition_on_known` to hold frames fixed).
+    ``denoise`` (e.g. :func:`vqvdm_core.system.long_video.condition_on_known` to hold frames fixed).
     """
     if x is None:
         if start_step is not None:

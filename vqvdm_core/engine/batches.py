@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from vqvdm_core.errors import UserError
-from vqvdm_core.seeding import derive_seed, seed_cpu_generators
+from vqvdm_core.runtime.seeding import derive_seed, seed_cpu_generators
 
 __all__ = ["DataPosition", "EpochBatchSampler", "InfiniteLoader", "LoaderError", "SeededItems"]
 

@@ -1,4 +1,4 @@
-"""Recipe hashing (:meth:`Recipe.hash <vqvdm_core.recipe_schema.Recipe.hash>`): a stable hash of
+"""Recipe hashing (:meth:`Recipe.hash <vqvdm_core.recipe.schema.Recipe.hash>`): a stable hash of
 recipe parts that only sees fields differing from their defaults, so that run directories outlive
 library upgrades adding defaulted fields."""
 
@@ -11,11 +11,11 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from vqvdm_core.recipe_schema import ComponentSpec, Recipe, SamplerSpec, _get_path
+from vqvdm_core.recipe.schema import ComponentSpec, Recipe, SamplerSpec, _get_path
 
 
 def recipe_hash(recipe: Recipe, *paths: str) -> str:
-    """:meth:`Recipe.hash <vqvdm_core.recipe_schema.Recipe.hash>`: the hash of ``recipe``'s parts at
+    """:meth:`Recipe.hash <vqvdm_core.recipe.schema.Recipe.hash>`: the hash of ``recipe``'s parts at
     ``paths`` (all of it when none), default-valued fields left out; ``KeyError`` for a path that
     names no part of a recipe."""
     lean = _non_default(recipe)

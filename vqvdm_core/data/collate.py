@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from vqvdm_core.pixels import uint8_to_unit_range
 from vqvdm_core.interfaces import NO_LABEL
+from vqvdm_core.io.pixels import uint8_to_unit_range
 
 __all__ = ["collate_clips"]
 

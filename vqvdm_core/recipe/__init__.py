@@ -7,15 +7,15 @@ set of components stays open. Every problem is collected with its recipe path
 (``denoiser.attention_heads``) and, where the YAML gives it, its line.
 
 The recipe's four jobs live in their own modules, all re-exported here (import from here):
-:mod:`vqvdm_core.recipe_schema` (the models), :mod:`vqvdm_core.recipe_loading` (reading and
-validating, with error locations), :mod:`vqvdm_core.recipe_overrides` (``--set``) and
-:mod:`vqvdm_core.recipe_hashing` (``Recipe.hash``).
+:mod:`vqvdm_core.recipe.schema` (the models), :mod:`vqvdm_core.recipe.loading` (reading and
+validating, with error locations), :mod:`vqvdm_core.recipe.overrides` (``--set``) and
+:mod:`vqvdm_core.recipe.hashing` (``Recipe.hash``).
 """
 
 from __future__ import annotations
 
-from vqvdm_core.recipe_hashing import _DEFAULT, _non_default, recipe_hash
-from vqvdm_core.recipe_loading import (
+from vqvdm_core.recipe.hashing import _DEFAULT, _non_default, recipe_hash
+from vqvdm_core.recipe.loading import (
     MAX_RECIPE_VALUES,
     _check_expanded_size,
     _component_problems,
@@ -30,8 +30,8 @@ from vqvdm_core.recipe_loading import (
     save_recipe,
     validate_recipes,
 )
-from vqvdm_core.recipe_overrides import _index, apply_override
-from vqvdm_core.recipe_schema import (
+from vqvdm_core.recipe.overrides import _index, apply_override
+from vqvdm_core.recipe.schema import (
     _NO_DEFAULT,
     COMPONENT_SLOTS,
     STAGES,

@@ -14,8 +14,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from vqvdm_core.errors import ComponentError, RecipeError
-from vqvdm_core.recipe_overrides import apply_override
-from vqvdm_core.recipe_schema import COMPONENT_SLOTS, ComponentSpec, Recipe
+from vqvdm_core.recipe.overrides import apply_override
+from vqvdm_core.recipe.schema import COMPONENT_SLOTS, ComponentSpec, Recipe
 from vqvdm_core.registry import REGISTRY, Registry
 
 

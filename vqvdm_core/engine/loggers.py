@@ -152,7 +152,7 @@ class LoggerSet:
             raise ValueError(f"log_video: fps must be a positive number, got {fps}")
         self.open()
         if isinstance(video, Tensor):
-            from vqvdm_core.video_io import write_video
+            from vqvdm_core.io.video import write_video
 
             with tempfile.TemporaryDirectory(prefix="vqvdm-video-") as folder:
                 path = write_video(video, Path(folder) / f"{name.replace('/', '_')}.gif", fps)

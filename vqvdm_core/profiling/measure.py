@@ -1,6 +1,6 @@
 """Measuring tools: FLOP counting, peak memory, a matmul reference, the precision probe, timers.
 
-Used by ``vqvdm bench`` (:mod:`vqvdm_core.bench`, the paper's Table 3) and by the scripts in
+Used by ``vqvdm bench`` (:mod:`vqvdm_core.profiling.table3`, the paper's Table 3) and by the scripts in
 ``benchmarks/``; nothing here knows a recipe or a component by name.
 """
 
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vqvdm_core.devices import autocast, cpu_has_native_bf16, synchronize
+from vqvdm_core.runtime.devices import autocast, cpu_has_native_bf16, synchronize
 
 __all__ = [
     "PeakMemory",

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from vqvdm_core import distributed as dist
 from vqvdm_core.errors import ComponentError, UserError
 from vqvdm_core.interfaces import (
     NO_LABEL,
@@ -42,22 +41,23 @@ from vqvdm_core.interfaces import (
     TrainStep,
     VideoTokenizer,
 )
-from vqvdm_core.long_video import (
-    Window,
-    check_known_frames_settings,
-    condition_on_known,
-    decode_in_chunks,
-    plan_windows,
-)
-from vqvdm_core.pixels import uint8_to_unit_range
-from vqvdm_core.registry import REGISTRY, Registry
-from vqvdm_core.sampling import (
+from vqvdm_core.interfaces.sampler import (
     DenoiseFn,
     SamplingChain,
     StepCallback,
     reporting,
     resolve_sampler,
     run_sampler,
+)
+from vqvdm_core.io.pixels import uint8_to_unit_range
+from vqvdm_core.registry import REGISTRY, Registry
+from vqvdm_core.runtime import distributed as dist
+from vqvdm_core.system.long_video import (
+    Window,
+    check_known_frames_settings,
+    condition_on_known,
+    decode_in_chunks,
+    plan_windows,
 )
 
 __all__ = ["LatentVideoDiffusion", "WIRED_FIELDS", "build_system"]
@@ -139,7 +139,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         wherever that plug-in is installed. Ready to :meth:`sample`, in eval mode, on ``device``
         (default: the CPU); :attr:`data_info` and :attr:`sample_settings` are filled.
         """
-        from vqvdm_core.pretrained import read_pretrained
+        from vqvdm_core.system.pretrained import read_pretrained
 
         parts = read_pretrained(path, registry=registry)
         system = cls(**parts.components)
@@ -158,7 +158,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         its sha256. A non-empty ``path`` is refused unless ``overwrite`` (which replaces only a
         pipeline folder). ``extra_files`` (relative path -> text or bytes) are added and listed.
         """
-        from vqvdm_core.pretrained import save_pretrained
+        from vqvdm_core.system.pretrained import save_pretrained
 
         return save_pretrained(self, path, overwrite=overwrite, extra_files=extra_files)
 
@@ -336,11 +336,11 @@ class LatentVideoDiffusion(nn.Module, Trainable):
 
         SDEdit-style editing starts mid-chain: ``x_t`` is the *scaled* latent state at training time
         step ``start_step`` (``schedule.add_noise(z0 * latent_scale, noise, t)``) and the chain runs
-        from there to 0. ``callback`` sees every level (:class:`~vqvdm_core.sampling.SamplerStep`,
+        from there to 0. ``callback`` sees every level (:class:`~vqvdm_core.interfaces.sampler.SamplerStep`,
         scaled units); ``progress(i, n)`` is called after each. Decoding runs in chunks of
         ``decode_batch_size`` clips (default: see :meth:`decode`).
 
-        **Long videos and continuations** (:mod:`vqvdm_core.long_video`): ``frames`` (a length the
+        **Long videos and continuations** (:mod:`vqvdm_core.system.long_video`): ``frames`` (a length the
         tokenizer accepts, e.g. 64 from a 16-frame model) generates the latent window by window,
         each window conditioned on the last ``overlap`` latent frames of the one before (default:
         half a window) by the ``known_frames`` method, ``"replacement"`` or ``"reconstruction"``

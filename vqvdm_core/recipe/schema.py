@@ -1,10 +1,10 @@
 """Recipe schema: the pydantic models of a recipe file (phase one of its validation).
 
 A component node is ``{name: <registered name>, <its Config fields>...}``: :class:`ComponentSpec`
-keeps the fields as ``options`` until phase two (:mod:`vqvdm_core.recipe_loading`) validates them
+keeps the fields as ``options`` until phase two (:mod:`vqvdm_core.recipe.loading`) validates them
 against the registered component's ``Config``. :data:`COMPONENT_SLOTS` says where a recipe holds
-component nodes. Loading is in :mod:`vqvdm_core.recipe_loading`, ``--set`` overrides in
-:mod:`vqvdm_core.recipe_overrides`, hashing in :mod:`vqvdm_core.recipe_hashing`; :mod:`vqvdm_core.recipe`
+component nodes. Loading is in :mod:`vqvdm_core.recipe.loading`, ``--set`` overrides in
+:mod:`vqvdm_core.recipe.overrides`, hashing in :mod:`vqvdm_core.recipe.hashing`; :mod:`vqvdm_core.recipe`
 re-exports all of them.
 """
 
@@ -300,7 +300,7 @@ class Recipe(Strict):
         A path that names no part of a recipe (a typo) raises ``KeyError``: it would otherwise
         hash as "absent" and never change.
         """
-        from vqvdm_core.recipe_hashing import recipe_hash
+        from vqvdm_core.recipe.hashing import recipe_hash
 
         return recipe_hash(self, *paths)
 

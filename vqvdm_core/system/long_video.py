@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from vqvdm_core.errors import UserError
-from vqvdm_core.sampling import DenoiseFn, SamplingChain, gaussian_like
+from vqvdm_core.interfaces.sampler import DenoiseFn, SamplingChain, gaussian_like
 
 __all__ = [
     "KNOWN_FRAMES_METHODS",

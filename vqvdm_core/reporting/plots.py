@@ -125,7 +125,7 @@ def _draw(ax: Any, panel: _Panel) -> None:
 def plot_loss_curves(history: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path | None:
     """Write ``path`` (PNG) with :func:`curves_figure`; None (nothing written) when ``history`` holds no
     training record. The PNG carries ``CURVES_KEY: CURVES_VERSION`` (see :func:`is_current`)."""
-    from vqvdm_core.engine.checkpoint import atomic_write
+    from vqvdm_core.io.atomic import atomic_write
 
     fig = curves_figure(history, title=title)
     if fig is None:
