@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -87,6 +88,17 @@ def test_the_evaluate_report_holds_what_its_clips_score(tiny_run, standins):
         assert again["latent_std_ratio"] == pytest.approx(stored["latent_std_ratio"])
     brightness = [r["values"]["mean_brightness"]["mean"] for r in report["results"]]
     assert brightness[0] != brightness[1]  # the two guidance scales gave different clips
+
+
+def test_a_run_ends_with_its_times_where_to_look_and_what_to_try_next(tiny_run):
+    _, run = tiny_run
+    log = (run / "run.log").read_text()
+    assert re.search(r"stages done in \d+ (min \d+ )?s \(tokenizer \d+ (min \d+ )?s, latents .*, evaluate "
+                     r"\d+ (min \d+ )?s\)", log)
+    assert f"report: {run / 'report.html'}" in log
+    assert f"samples: {run / 'sample' / 'grid.mp4'}" in log
+    assert f"vqvdm sample {run} --num 4 --out clips.mp4" in log
+    assert f"vqvdm export {run} exports/{run.name}" in log
 
 
 def test_rerun_of_the_same_recipe_skips_every_stage(tiny_run, tmp_path, standins):

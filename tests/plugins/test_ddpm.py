@@ -207,6 +207,54 @@ def test_sample_timesteps_cover_the_training_range_reproducibly():
     assert a.min() >= 0 and a.max() <= 999 and len(a.unique()) > 900
 
 
+def test_log_snr_normal_timesteps_follow_the_normal_in_log_snr():
+    s = DDPMSchedule(beta_schedule="cosine", train_timesteps="log_snr_normal", log_snr_mean=-1.0, log_snr_std=1.5)
+    abar = s.alphas_cumprod
+    log_snr = (abar / (1 - abar)).log()
+    t = s.sample_timesteps(200_000, device="cpu", generator=torch.Generator().manual_seed(0))
+    drawn = log_snr[t]
+    # The drawn noise levels have the configured mean and spread (the discrete steps are dense
+    # enough near the mean that binning moves neither by more than a few hundredths).
+    assert float(drawn.mean()) == pytest.approx(-1.0, abs=0.03)
+    assert float(drawn.std()) == pytest.approx(1.5, abs=0.03)
+    # Against the normal's CDF at a few points.
+    for x in (-3.0, -1.0, 0.5):
+        assert float((drawn <= x).double().mean()) == pytest.approx(
+            float(torch.special.ndtr(torch.tensor((x + 1.0) / 1.5))), abs=0.01)
+    probs = s.timestep_probabilities()
+    assert probs.shape == (1000,) and float(probs.sum()) == pytest.approx(1.0)
+    within = ((log_snr + 1.0).abs() <= 1.5)  # the steps one standard deviation from the mean
+    assert float(probs[within].sum()) == pytest.approx(0.6827, abs=0.01)
+
+
+def test_uniform_timesteps_stay_the_default_and_draw_as_before():
+    s = DDPMSchedule(beta_schedule="cosine")
+    a = s.sample_timesteps(64, device="cpu", generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(s.timestep_probabilities(), torch.full((1000,), 1e-3, dtype=torch.float64))
+
+
+def test_a_uniform_share_mixes_even_draws_into_the_normal():
+    focused = DDPMSchedule(beta_schedule="cosine", train_timesteps="log_snr_normal", log_snr_mean=-2.0,
+                           log_snr_std=1.5)
+    mixed = DDPMSchedule(beta_schedule="cosine", train_timesteps="log_snr_normal", log_snr_mean=-2.0,
+                         log_snr_std=1.5, uniform_share=0.25)
+    torch.testing.assert_close(mixed.timestep_probabilities(),
+                               0.75 * focused.timestep_probabilities() + 0.25 / 1000)
+    # The clean steps the normal all but skips keep a quarter of their uniform share.
+    assert float(focused.timestep_probabilities()[:100].sum()) < 1e-3
+    assert float(mixed.timestep_probabilities()[:100].sum()) == pytest.approx(0.025, abs=1e-3)
+    t = mixed.sample_timesteps(100_000, device="cpu", generator=torch.Generator().manual_seed(1))
+    assert float((t < 100).double().mean()) == pytest.approx(0.025, abs=0.003)
+
+
+def test_a_shifted_mean_draws_noisier_steps():
+    def mean_step(mean: float) -> float:
+        s = DDPMSchedule(beta_schedule="cosine", train_timesteps="log_snr_normal", log_snr_mean=mean)
+        return float((s.timestep_probabilities() * torch.arange(1000.0, dtype=torch.float64)).sum())
+    assert mean_step(-2.0) > mean_step(0.0) + 100 > mean_step(2.0) + 200
+
+
 def test_clip_x0_clamps_the_x0_estimate_and_keeps_eps_consistent_with_it():
     s = DDPMSchedule(clip_x0=0.5)
     x_t = torch.tensor([[0.3, -2.0]])

@@ -97,6 +97,7 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
         ctx.run.write_recipe()
         ctx.run.write_environment()
     ctx.say(f"run '{recipe.name}' -> {ctx.run.path} on {ctx.device}; stages: {', '.join(wanted)}")
+    ran: dict[str, float] = {}
     for stage in wanted:
         action = _decided_on_main(lambda: ctx.run.plan(stage, force=force))
         if action == "skip":
@@ -122,11 +123,46 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
         if dist.is_main():
             ctx.run.finish(stage, info)
         ctx.say(f"[{stage}] done in {info['seconds']:.1f}s")
+        ran[stage] = info["seconds"]
         dist.barrier()
     if dist.is_main():
         from vqvdm_core.reporting.report import build_report
 
         ctx.say(f"report: {build_report(ctx.run.path)}")
+        for line in run_summary(ctx.run, ran):
+            ctx.say(line)
+
+
+def run_summary(run: RunDir, ran: dict[str, float]) -> list[str]:
+    """The closing lines of ``vqvdm run``: what ran and how long, where to look, what to try next."""
+    lines = []
+    if ran:
+        total = sum(ran.values())
+        times = ", ".join(f"{stage} {_duration(sec)}" for stage, sec in ran.items())
+        lines.append(f"stages done in {_duration(total)} ({times})")
+    shown = _shown_path(run.path)
+    looks = [(label, run.path / rel) for label, rel in (   # the report's line is printed before
+        ("samples", "sample/grid.mp4"), ("scores", "evaluate/metrics.json"))]
+    lines += [f"  {label}: {_shown_path(path)}" for label, path in looks if path.is_file()]
+    if run.up_to_date("denoiser"):
+        lines.append("next: more clips (--label, --fps, --guidance), longer ones, a folder to share:")
+        lines.append(f"  vqvdm sample {shown} --num 4 --out clips.mp4")
+        lines.append(f"  vqvdm sample {shown} --frames 64 --out long.mp4")
+        lines.append(f"  vqvdm export {shown} exports/{run.path.name}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {sec} s" if minutes else f"{sec} s"
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter to copy)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @contextlib.contextmanager

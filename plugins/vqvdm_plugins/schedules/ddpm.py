@@ -76,6 +76,18 @@ class DDPMSchedule(NoiseSchedule):
         clip_x0: float | None = Field(
             None, gt=0.0, description="clamp the predicted x0 to [-clip_x0, clip_x0] while sampling; "
             "unset for latents, whose range is not bounded")
+        train_timesteps: Literal["uniform", "log_snr_normal"] = Field(
+            "uniform", description="how training draws time steps: uniform over all steps (the paper), or "
+            "log_snr_normal: each step's share of a normal distribution over log(SNR) (EDM's log-normal "
+            "noise levels, Karras et al. 2022), centred by log_snr_mean")
+        log_snr_mean: float = Field(
+            0.0, allow_inf_nan=False, description="log_snr_normal: mean log(SNR) of the drawn steps (0 = as "
+            "much signal as noise; lower draws noisier steps; EDM's images: +2.4)")
+        log_snr_std: float = Field(2.0, gt=0.0, allow_inf_nan=False,
+                                   description="log_snr_normal: spread of the drawn log(SNR)")
+        uniform_share: float = Field(
+            0.0, ge=0.0, le=1.0, description="log_snr_normal: share of the draws made uniformly over all "
+            "steps instead, so that every level the samplers visit keeps some training")
 
         @model_validator(mode="after")
         def _ordered(self) -> "DDPMSchedule.Config":
@@ -102,6 +114,7 @@ class DDPMSchedule(NoiseSchedule):
             "posterior_variance": betas * (1.0 - abar_prev) / (1.0 - abar),
         }
         self._cast: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
+        self._train_probs: Tensor | None = None  # float32 timestep_probabilities(), made at the first draw
 
     # -- forward process -----------------------------------------------------------------------
 
@@ -117,8 +130,35 @@ class DDPMSchedule(NoiseSchedule):
     def sample_timesteps(self, batch_size: int, *, device: torch.device | str,
                          generator: torch.Generator | None = None) -> Tensor:
         gen_device = generator.device if generator is not None else device
-        t = torch.randint(0, self.num_train_steps, (batch_size,), generator=generator, device=gen_device)
+        if self.config.train_timesteps == "uniform":
+            t = torch.randint(0, self.num_train_steps, (batch_size,), generator=generator, device=gen_device)
+        else:
+            if self._train_probs is None:
+                self._train_probs = self.timestep_probabilities().float()
+            probs = self._train_probs.to(gen_device)
+            t = torch.multinomial(probs, batch_size, replacement=True, generator=generator)
         return t.to(device)
+
+    def timestep_probabilities(self) -> Tensor:
+        """``(num_train_steps,)`` float64: the chance that training draws each time step.
+
+        ``log_snr_normal`` gives step ``t`` the mass of ``N(log_snr_mean, log_snr_std)`` over the
+        log-SNR interval nearest to its ``log(abar_t / (1 - abar_t))`` (the outer steps take the
+        tails), so the drawn noise levels follow the normal in log-SNR whatever the betas are;
+        ``uniform_share`` of the mass is spread evenly over all steps.
+        """
+        n = self.num_train_steps
+        if self.config.train_timesteps == "uniform":
+            return torch.full((n,), 1.0 / n, dtype=torch.float64)
+        abar = self._alphas_cumprod
+        log_snr = abar.log() - (-abar).log1p()  # (n,), descending in t
+        mid = (log_snr[1:] + log_snr[:-1]) / 2  # boundaries between neighbouring steps
+        inf = torch.tensor([math.inf], dtype=torch.float64)
+        upper, lower = torch.cat([inf, mid]), torch.cat([mid, -inf])
+        mean, std = self.config.log_snr_mean, self.config.log_snr_std
+        probs = torch.special.ndtr((upper - mean) / std) - torch.special.ndtr((lower - mean) / std)
+        share = self.config.uniform_share
+        return (1.0 - share) * probs / probs.sum() + share / n
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         a = self._at("sqrt_abar", t, x0)
