@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -49,8 +50,6 @@ def cpu_description() -> dict[str, object]:
                 flags = set(value.split())
     except OSError:
         pass
-    import os
-
     return {"model": model, "cpus": os.cpu_count(), "simd": [f for f in SIMD_FLAGS if f in flags]}
 
 
