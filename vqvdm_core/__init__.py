@@ -16,7 +16,7 @@ from vqvdm_core.errors import ComponentError, MissingFileError, RecipeError, Use
 from vqvdm_core.recipe import Recipe, load_recipe
 from vqvdm_core.registry import KINDS, REGISTRY, create, load, register
 
-_install_moved()  # old module paths (vqvdm_core.interfaces.configurable, vqvdm_core.profiling.table3, ...) import as their new modules
+_install_moved()  # old module paths (vqvdm_core.config, vqvdm_core.bench, ...) import as their new modules
 
 try:
     __version__ = _metadata.version("vqvdm")
