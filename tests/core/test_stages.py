@@ -17,8 +17,9 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 # declarations were introduced; issue 20 then shortened its training): the current file with these
 # overrides is that recipe, field for field.
 BEFORE_ISSUE_20 = ["train.tokenizer.steps=1300", "train.tokenizer.val_every=1300", "train.denoiser.steps=750",
-                   "train.denoiser.val_every=750", "train.denoiser.ema_decay=0.995", "schedule.train_timesteps=uniform", "schedule.log_snr_mean=0.0",
-                   "schedule.log_snr_std=2.0", "schedule.uniform_share=0.0"]
+                   "train.denoiser.val_every=750", "train.denoiser.ema_decay=0.995",
+                   "schedule.train_timesteps=uniform", "schedule.log_snr_mean=0.0", "schedule.log_snr_std=2.0",
+                   "schedule.uniform_share=0.0"]
 
 # The hashes of that recipe's stages: a change here orphans every existing run directory.
 QUICKSTART_HASHES = {
