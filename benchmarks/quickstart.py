@@ -55,12 +55,10 @@ def cpu_description() -> dict[str, object]:
 
 def stage_seconds(run: Path) -> dict[str, float]:
     """Each finished stage's time from its record, in run order."""
-    out = {}
-    for record in sorted(run.glob("*/stage.json"), key=lambda p: json.loads(p.read_text()).get("started", 0)):
-        rec = json.loads(record.read_text())
-        if rec.get("status") == "done" and rec.get("finished"):
-            out[rec["stage"]] = rec["finished"] - rec["started"]
-    return out
+    records = sorted((json.loads(p.read_text()) for p in run.glob("*/stage.json")),
+                     key=lambda rec: rec.get("started", 0))
+    return {rec["stage"]: rec["finished"] - rec["started"] for rec in records
+            if rec.get("status") == "done" and rec.get("finished")}
 
 
 def run_quickstart(recipe: Path, extra: list[str]) -> dict[str, float]:
