@@ -70,9 +70,9 @@ SHRINK = [
 QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 
 
-def _run_quickstart(output_dir: Path, processes: int, *stages: str) -> Path:
+def _run_quickstart(output_dir: Path, processes: int, *stages: str, sets: list[str] = SHRINK) -> Path:
     args = ["run", str(QUICKSTART), *[a for st in stages for a in ("--stage", st)],
-            "--set", f"output_dir={output_dir}", *[a for s in SHRINK for a in ("--set", s)]]
+            "--set", f"output_dir={output_dir}", *[a for s in sets for a in ("--set", s)]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VQVDM_DIST_BACKEND": "gloo"}
     if processes == 1:
         cmd = [sys.executable, "-m", "vqvdm_core", *args]
@@ -135,3 +135,38 @@ def test_quickstart_training_is_the_same_on_one_or_two_processes(tmp_path):
     worst, key = _largest_difference(*raw, [k for k in raw[0] if raw[0][k].is_floating_point()])
     assert worst <= 1e-5, f"denoiser weight {key} differs by {worst}"
     _assert_same_logs(one / "denoiser", two / "denoiser", ("loss/denoiser", "loss", "known_fraction"))
+
+
+# The same, computed as 2 shards (one process: both, one after the other; two processes: one each),
+# with the GAN switched on for the last 10 tokenizer steps: the same operations on the same tensors,
+# so the same bits -- the codebook's buffers included.
+SHARDED = [*SHRINK, "train.tokenizer.shards=2", "train.denoiser.shards=2", "tokenizer.discriminator_start=10"]
+
+
+@needs_torchrun
+def test_sharded_quickstart_training_is_bit_identical_on_one_or_two_processes(tmp_path):
+    from safetensors.torch import load_file
+
+    one = _run_quickstart(tmp_path / "one", 1, "tokenizer", "latents", sets=SHARDED)
+    two = _run_quickstart(tmp_path / "two", 2, "tokenizer", sets=SHARDED)
+    a, b = (load_file(run / "tokenizer" / "tokenizer.safetensors") for run in (one, two))
+    assert a.keys() == b.keys() and {"quantizer.codebook", "quantizer.ema_count"} <= a.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    state = [torch.load(run / "tokenizer" / "checkpoints" / "last.pt", weights_only=True)["model"]
+             for run in (one, two)]
+    assert any(k.startswith("discriminator.") for k in state[0])
+    assert [k for k in state[0] if not torch.equal(state[0][k], state[1][k])] == []
+    logs = [_train_records(run / "tokenizer" / "metrics.jsonl") for run in (one, two)]
+    assert logs[0][-1]["loss/discriminator"] > 0  # the GAN trained
+    assert [r["loss/generator"] for r in logs[0]] == [r["loss/generator"] for r in logs[1]]
+    assert [r["loss/discriminator"] for r in logs[0]] == [r["loss/discriminator"] for r in logs[1]]
+
+    shutil.copytree(tmp_path / "one", tmp_path / "shared")
+    one = _run_quickstart(tmp_path / "one", 1, "denoiser", sets=SHARDED)
+    two = _run_quickstart(tmp_path / "shared", 2, "denoiser", sets=SHARDED)
+    ema = [load_file(run / "denoiser" / "denoiser.safetensors") for run in (one, two)]
+    assert [k for k in ema[0] if not torch.equal(ema[0][k], ema[1][k])] == []
+    raw = [torch.load(run / "denoiser" / "checkpoints" / "last.pt", weights_only=True)["model"] for run in (one, two)]
+    assert [k for k in raw[0] if not torch.equal(raw[0][k], raw[1][k])] == []
+    logs = [_train_records(run / "denoiser" / "metrics.jsonl") for run in (one, two)]
+    assert [r["loss/denoiser"] for r in logs[0]] == [r["loss/denoiser"] for r in logs[1]]

@@ -162,6 +162,35 @@ def test_training_step_is_mse_to_the_schedule_target():
     assert step.logs["loss"] == pytest.approx(expected.item())
 
 
+def test_frame_conditioned_loss_of_the_shards_averages_to_the_loss_of_the_batch():
+    """Each shard normalises by the global batch's unknown frames (from the global draw of prefix
+    lengths), so the mean of the shards' losses is the batch's loss even when the shards hold
+    different numbers of unknown frames."""
+    from vqvdm_core.runtime.distributed import ShardedStep
+
+    torch.manual_seed(0)
+    denoiser = create("denoiser", "unet3d", in_channels=3, channels=8, channel_mults=[1], num_res_blocks=1,
+                      attention_head_dim=4, known_frames=0.7)
+    system = LatentVideoDiffusion(tokenizer=PoolTokenizer(), denoiser=denoiser, schedule=create("schedule", "ddpm"),
+                                  conditioners=[], guidance=create("guidance", "none"), clip_shape=CLIP)
+    randomize(system.denoiser)
+    b = batch(4)
+    torch.manual_seed(11)
+    whole = system.training_step(b, step=0)
+    step = ShardedStep(2)
+    shard_losses, known = [], []
+    for local in range(2):
+        torch.manual_seed(11)
+        with step.shard(local):
+            part = {k: v[2 * local:2 * local + 2] for k, v in b.items()}
+            out = system.training_step(part, step=0)
+        shard_losses.append(out.losses["denoiser"])
+        known.append(out.logs["known_fraction"])
+    assert known[0] != known[1]  # the shards hold different numbers of unknown frames
+    torch.testing.assert_close((shard_losses[0] + shard_losses[1]) / 2, whole.losses["denoiser"],
+                               atol=1e-6, rtol=1e-5)
+
+
 def test_training_step_encodes_video_on_the_fly_without_tokenizer_gradients():
     system = make_system()
     video = torch.rand(2, 3, *CLIP) * 2 - 1

@@ -22,6 +22,7 @@ from engine_toys import ToyGAN, ToyPairs, make_gan, make_trainer, settings
 
 from vqvdm_core.engine.checkpoint import load_checkpoint, load_weights
 
+THREADS = torch.get_num_threads()
 TRAIN = {"steps": 4, "batch_size": 4, "grad_accum": 2, "grad_clip": 0.5, "ema_decay": 0.8,
          "log_every": 1, "ckpt_every": 2}
 
@@ -86,6 +87,37 @@ def test_two_processes_agree_with_one(tmp_path):
     assert "toy step 4/4" in (out / "console0.txt").read_text()
     assert (out / "console1.txt").read_text() == ""
     assert (out / "warnings0.txt").read_text() == ""  # the random streams stayed together
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shards", [2, 4])
+def test_sharded_steps_are_bit_identical_on_one_or_two_processes(tmp_path, shards):
+    """With shards, 2 processes (1 or 2 shards each) run the operations 1 process runs: the same bits,
+    model noise, augmentation, accumulation, clipping and EMA included."""
+    train = {**TRAIN, "shards": shards}
+    single = make_trainer(make_gan(noise=True), settings(**train), tmp_path / "one")
+    torch.set_num_threads(1)  # as each of the two processes: a kernel's reduction order follows its threads
+    try:
+        single.fit(ToyPairs(12))
+    finally:
+        torch.set_num_threads(THREADS)
+    single.export_weights(tmp_path / "one" / "weights.safetensors")
+
+    out = tmp_path / "two"
+    out.mkdir()
+    mp.start_processes(_rank_main, args=(2, _free_port(), str(out), train), nprocs=2, join=True,
+                       start_method="fork")
+    got = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
+    for name, value in single.model.state_dict().items():
+        assert torch.equal(got[name], value), name
+    ema_one, ema_two = (load_weights(d / "weights.safetensors") for d in (tmp_path / "one", out))
+    for name in ema_one:
+        assert torch.equal(ema_two[name], ema_one[name]), name
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(logged, single.history, strict=True):
+        assert (a["loss/generator"], a["loss/discriminator"]) == (b["loss/generator"], b["loss/discriminator"])
+        assert a["g_adv"] == pytest.approx(b["g_adv"], abs=1e-12)
+    assert (out / "warnings0.txt").read_text() == ""
 
 
 class _RankDependentDraws(ToyGAN):

@@ -369,6 +369,58 @@ def test_dead_codes_are_reseeded_from_the_batch_and_live_codes_kept():
     assert (vq.usage[1:] == 1.0).all()
 
 
+def test_a_sharded_step_updates_the_codebook_once_from_every_shard():
+    """In a sharded step the lookups of all shards use the step's codebook, and one update after the
+    last shard equals the update from the whole batch: the same counts, the EMA sums to rounding,
+    dead codes re-seeded with the same rows of the global batch."""
+    from vqvdm_core.runtime.distributed import ShardedStep
+
+    def fresh():
+        vq = _quantizer(num_codes=8, code_dim=3, ema=True, ema_decay=0.9, dead_code_threshold=0.95)
+        with torch.no_grad():
+            vq.codebook.copy_(torch.randn(8, 3, generator=torch.Generator().manual_seed(4)))
+            vq.ema_sum.copy_(vq.codebook)
+        return vq
+
+    z = torch.randn(4, 3, 1, 2, 3, generator=torch.Generator().manual_seed(5))  # 4 clips, 6 vectors each
+    whole = fresh()
+    torch.manual_seed(9)  # the re-seeded rows' draw
+    expected = whole(z, update=True).indices
+    assert (whole.usage == 0.95).any()  # some codes went unused and were re-seeded
+
+    sharded = fresh()
+    start = sharded.codebook.clone()
+    step = ShardedStep(2)
+    indices = []
+    for local in range(2):
+        with step.shard(local):
+            indices.append(sharded(z[2 * local:2 * local + 2], update=True).indices)
+        assert torch.equal(sharded.codebook, start)  # nothing moves before the last shard is done
+    torch.manual_seed(9)
+    step.finish()
+    assert torch.equal(torch.cat(indices), expected)
+    torch.testing.assert_close(sharded.ema_count, whole.ema_count, atol=0, rtol=0)
+    torch.testing.assert_close(sharded.usage, whole.usage, atol=0, rtol=0)
+    torch.testing.assert_close(sharded.ema_sum, whole.ema_sum, atol=1e-6, rtol=0)
+    torch.testing.assert_close(sharded.codebook, whole.codebook, atol=1e-6, rtol=0)
+
+
+def test_a_sharded_step_initialises_the_codebook_from_shard_zero_before_any_lookup():
+    from vqvdm_core.runtime.distributed import ShardedStep
+
+    vq = _quantizer(num_codes=8, code_dim=2, init_from_data=True)
+    first, second = torch.full((1, 2, 1, 1, 3), 5.0), torch.full((1, 2, 1, 1, 3), -5.0)
+    step = ShardedStep(2)
+    with step.shard(0):
+        vq(first, update=True)
+    assert bool(vq.initialized)
+    assert torch.allclose(vq.codebook.detach(), torch.full((8, 2), 5.0), atol=0.1)  # shard 0's vectors
+    with step.shard(1):
+        vq(second, update=True)
+    step.finish()
+    assert torch.allclose(vq.codebook.detach(), torch.full((8, 2), 5.0), atol=0.1)  # not initialised twice
+
+
 def test_ema_buffers_are_in_the_state_dict():
     vq = _quantizer(ema=True, init_from_data=True, dead_code_threshold=1.0)
     keys = set(vq.state_dict())

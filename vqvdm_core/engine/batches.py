@@ -22,7 +22,7 @@ The last incomplete batch of an epoch is dropped.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from vqvdm_core.errors import UserError
 from vqvdm_core.runtime.seeding import derive_seed, seed_cpu_generators
 
-__all__ = ["DataPosition", "EpochBatchSampler", "InfiniteLoader", "LoaderError", "SeededItems"]
+__all__ = ["DataPosition", "EpochBatchSampler", "InfiniteLoader", "LoaderError", "SeededItems", "split_batch"]
 
 
 class LoaderError(UserError):
@@ -212,3 +212,29 @@ class InfiniteLoader:
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
         self.loader._iterator = None  # type: ignore[attr-defined]
+
+
+def split_batch(batch: Any, parts: int) -> list[Any]:
+    """``batch`` as ``parts`` equal consecutive pieces along its first dimension.
+
+    Tensors and lists are cut; mappings, namedtuples and tuples are split field by field; anything
+    else (a scalar, None) is given to every piece. The batch size must be divisible by ``parts``.
+    """
+    if parts == 1 or (isinstance(batch, torch.Tensor) and batch.dim() == 0):
+        return [batch] * parts
+    if isinstance(batch, (torch.Tensor, list)):
+        size = len(batch)
+        if size % parts:
+            raise LoaderError(f"a batch of {size} cannot be cut into {parts} equal shards")
+        step = size // parts
+        return [batch[i * step:(i + 1) * step] for i in range(parts)]
+    if isinstance(batch, Mapping):
+        fields = {k: split_batch(v, parts) for k, v in batch.items()}
+        return [{k: v[i] for k, v in fields.items()} for i in range(parts)]
+    if isinstance(batch, tuple):
+        columns = [split_batch(v, parts) for v in batch]
+        rows = [[c[i] for c in columns] for i in range(parts)]
+        if hasattr(batch, "_fields"):  # a namedtuple
+            return [type(batch)(*r) for r in rows]
+        return [tuple(r) for r in rows]
+    return [batch] * parts

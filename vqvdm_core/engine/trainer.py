@@ -15,6 +15,12 @@ One optimizer step, for ``grad_accum`` micro-batches ``k`` and the model's losse
                 unscale (fp16), clip, step the group's optimizer and its warm-up
     update the fp16 scaler; update the EMA
 
+With ``shards: S`` (``settings.shards``) each micro-batch is computed as ``S`` equal shards instead
+(``S / W`` of them on each of ``W`` processes), each from the generator state derived from
+``(seed, step, micro-batch)``; the shards' gradients, losses and the components' end-of-step
+statistics are added in shard order (:class:`vqvdm_core.runtime.distributed.ShardedStep`), so one
+process and ``W`` processes run the same operations and reach the same weights bit for bit.
+
 Gradients are taken with ``torch.autograd.grad(loss, group_params)``, so a loss only ever
 reaches its own group's ``.grad``: the generator's loss flows through the discriminator without
 leaving gradients on it, and each group's gradient accumulates over micro-batches untouched by
@@ -41,7 +47,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from vqvdm_core.data.collate import collate_clips
-from vqvdm_core.engine.batches import DataPosition, InfiniteLoader, LoaderError
+from vqvdm_core.engine.batches import DataPosition, InfiniteLoader, LoaderError, split_batch
 from vqvdm_core.engine.checkpoint import save_weights
 from vqvdm_core.engine.ema import EMA
 from vqvdm_core.engine.log_window import LogWindow, WindowLogging
@@ -59,7 +65,7 @@ from vqvdm_core.interfaces import TrainStep
 from vqvdm_core.recipe import TrainSettings
 from vqvdm_core.runtime import distributed as dist
 from vqvdm_core.runtime.devices import autocast, check_precision
-from vqvdm_core.runtime.seeding import fork_rng, seed_everything
+from vqvdm_core.runtime.seeding import derive_seed, fork_rng, seed_everything
 
 if TYPE_CHECKING:
     from vqvdm_core.engine.loggers import LoggerSet
@@ -112,6 +118,15 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _shard_mean(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Each logged term's mean over the shards that logged it."""
+    sums: dict[str, list[float]] = {}
+    for logs in parts:
+        for k, v in logs.items():
+            sums.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
 _Window = LogWindow  # the old name
 
 
@@ -153,6 +168,9 @@ class Trainer(CheckpointState, WindowLogging):
         if settings.batch_size % self.world_size:
             raise LoaderError(f"batch_size {settings.batch_size} is the global batch and must be divisible "
                               f"by the number of processes ({self.world_size})")
+        if settings.shards is not None and settings.shards % self.world_size:
+            raise LoaderError(f"shards {settings.shards} must be divisible by the number of processes "
+                              f"({self.world_size}): each process computes the same number of shards")
         self.device = torch.device(device)
         check_precision(self.device, settings.precision)
         self.settings = settings
@@ -273,21 +291,23 @@ class Trainer(CheckpointState, WindowLogging):
         keys: list[str] | None = None
         for micro in range(accum):
             batch = _to_device(next(loader), self.device)
-            with autocast(self.device, self.settings.precision), dist.global_batch_share():
-                out = self._step_fn(batch, step=self.step)
-            losses, logs = self._check_output(out)
-            if keys is None:
-                keys = list(losses)
-            elif list(losses) != keys:
-                raise ComponentError(f"{type(self.model).__name__}.training_step returned losses "
-                                     f"{list(losses)} then {keys} within one optimizer step")
-            values = self._finite_losses(losses, logs)
-            last_micro = micro == accum - 1
-            items = list(losses.items())
-            for i, (group, loss) in enumerate(items):
-                self._accumulate(group, loss / accum, retain_graph=i < len(items) - 1)
-                if last_micro:
-                    self._step_group(group)
+            if self.settings.shards is not None:
+                keys, values, logs = self._sharded_micro_batch(batch, micro, keys)
+                if micro == accum - 1:
+                    for group in keys:
+                        self._step_group(group, averaged=True)
+            else:
+                with autocast(self.device, self.settings.precision), dist.global_batch_share():
+                    out = self._step_fn(batch, step=self.step)
+                losses, logs = self._check_output(out)
+                keys = self._same_keys(keys, losses)
+                values = self._finite_losses(losses, logs)
+                last_micro = micro == accum - 1
+                items = list(losses.items())
+                for i, (group, loss) in enumerate(items):
+                    self._accumulate(group, loss / accum, retain_graph=i < len(items) - 1)
+                    if last_micro:
+                        self._step_group(group)
             for k, v in values.items():
                 loss_sums[k] = loss_sums.get(k, 0.0) + v / accum
             for k, v in logs.items():
@@ -306,6 +326,69 @@ class Trainer(CheckpointState, WindowLogging):
         out_values.update(log_sums)
         out_values.update({f"grad_norm/{k}": v for k, v in self._grad_norms.items()})
         return out_values
+
+    def _sharded_micro_batch(self, batch: Any, micro: int, keys: list[str] | None
+                             ) -> tuple[list[str], dict[str, float], dict[str, float]]:
+        """One micro-batch as ``settings.shards`` shards: this process's shards one after another, each
+        from the same derived generator state; gradients (already averaged over the global batch and
+        divided by ``grad_accum``) added to ``.grad``; the shard-mean losses and logs returned."""
+        sharding = dist.ShardedStep(self.settings.shards)  # type: ignore[arg-type]
+        accum = self.settings.grad_accum
+        grads: dict[str, list[list[Tensor | None]]] = {}
+        loss_parts: list[Tensor] = []
+        log_parts: list[dict[str, float]] = []
+        for local, piece in enumerate(split_batch(batch, sharding.per_process)):
+            seed_everything(derive_seed(self.seed, "shard", self.step, micro))
+            with autocast(self.device, self.settings.precision), sharding.shard(local):
+                out = self._step_fn(piece, step=self.step)
+            losses, logs = self._check_output(out)
+            keys = self._same_keys(keys, losses)
+            items = list(losses.items())
+            for i, (group, loss) in enumerate(items):
+                grads.setdefault(group, []).append(self._group_grads(group, loss, retain_graph=i < len(items) - 1))
+            loss_parts.append(torch.stack([loss.detach().float().reshape(()) for loss in losses.values()]))
+            log_parts.append(logs)
+        # Anything a component left for the end of the step (the codebook's update) draws from a
+        # state every process shares.
+        seed_everything(derive_seed(self.seed, "shard-end", self.step, micro))
+        sharding.finish()
+        values = dict(zip(keys, (sharding.combine(loss_parts) / sharding.count).tolist()))
+        self._check_finite(values, _shard_mean(log_parts))
+        for group, per_shard in grads.items():
+            self._add_combined_grads(sharding, self.groups[group], per_shard, scale=1.0 / (sharding.count * accum))
+        return keys, values, _shard_mean(log_parts)
+
+    def _add_combined_grads(self, sharding: "dist.ShardedStep", params: list[nn.Parameter],
+                            per_shard: list[list[Tensor | None]], *, scale: float) -> None:
+        """``.grad += scale * (sum of the shards' gradients in shard order)``; a parameter no shard of
+        any process reached keeps ``grad = None``."""
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, p in enumerate(params):
+            by_dtype.setdefault(p.dtype, []).append(i)
+        for members in by_dtype.values():
+            flats = [torch.cat([(g[i] if g[i] is not None else torch.zeros_like(params[i])).reshape(-1)
+                                for i in members]) for g in per_shard]
+            reached = [torch.tensor([g[i] is not None for i in members], dtype=torch.float32,
+                                    device=flats[0].device) for g in per_shard]
+            total = sharding.combine(flats).mul_(scale)
+            used = sharding.combine(reached).tolist()
+            offset = 0
+            for i, n_used in zip(members, used):
+                p = params[i]
+                n = p.numel()
+                if n_used > 0:
+                    g = total[offset:offset + n].view_as(p)
+                    if p.grad is None:
+                        p.grad = g.clone()
+                    else:
+                        p.grad.add_(g)
+                offset += n
+
+    def _same_keys(self, keys: list[str] | None, losses: Mapping[str, Tensor]) -> list[str]:
+        if keys is not None and list(losses) != keys:
+            raise ComponentError(f"{type(self.model).__name__}.training_step returned losses "
+                                 f"{list(losses)} then {keys} within one optimizer step")
+        return list(losses)
 
     def _check_output(self, out: Any) -> tuple[dict[str, Tensor], dict[str, float]]:
         name = type(self.model).__name__
@@ -327,6 +410,11 @@ class Trainer(CheckpointState, WindowLogging):
         """The losses averaged over processes; raise :class:`NonFiniteLossError` if one is not finite."""
         stacked = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
         values = dict(zip(losses, dist.all_reduce_mean(stacked).tolist()))
+        self._check_finite(values, logs)
+        return values
+
+    def _check_finite(self, values: dict[str, float], logs: dict[str, float]) -> None:
+        """Raise :class:`NonFiniteLossError` if a loss (averaged over the global batch) is not finite."""
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
             terms = {k: v for k, v in logs.items() if not math.isfinite(v)}
@@ -340,7 +428,6 @@ class Trainer(CheckpointState, WindowLogging):
                 "precision fp32, then run again to resume from the last checkpoint.",
                 step=self.step, group=group, terms=terms,
             )
-        return values
 
     def _kept_checkpoint_note(self) -> str:
         if self.checkpoint_path.is_file() and self._last_saved_step is not None:
@@ -349,15 +436,22 @@ class Trainer(CheckpointState, WindowLogging):
             return f"The last good checkpoint is kept at {self.checkpoint_path}."
         return "No checkpoint had been written yet."
 
+    def _group_grads(self, group: str, loss: Tensor, *, retain_graph: bool) -> list[Tensor | None]:
+        """d(loss)/d(params of ``group``) (fp16: of the scaled loss); None where the loss does not reach."""
+        params = self.groups[group]
+        if not loss.requires_grad:
+            return [None] * len(params)  # e.g. a discriminator loss switched off early in training
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+        return [None if g is None else g.detach() for g in grads]
+
     def _accumulate(self, group: str, loss: Tensor, *, retain_graph: bool) -> None:
         """Add d(loss)/d(params of ``group``) to those parameters' ``.grad`` -- and nowhere else."""
         if not loss.requires_grad:
             return  # e.g. a discriminator loss switched off early in training
         params = self.groups[group]
-        if self.scaler is not None:
-            loss = self.scaler.scale(loss)
-        grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-        for p, g in zip(params, grads):
+        for p, g in zip(params, self._group_grads(group, loss, retain_graph=retain_graph)):
             if g is None:
                 continue
             if p.grad is None:
@@ -365,10 +459,12 @@ class Trainer(CheckpointState, WindowLogging):
             else:
                 p.grad.add_(g)
 
-    def _step_group(self, group: str) -> None:
+    def _step_group(self, group: str, *, averaged: bool = False) -> None:
+        """Average the group's gradients over processes (unless ``averaged`` already), clip, step."""
         params = self.groups[group]
         optimizer = self.optimizers[group]
-        dist.all_reduce_gradients(params)
+        if not averaged:
+            dist.all_reduce_gradients(params)
         # Parameters no loss reached (on any process) keep grad None; the optimizer skips them: no
         # update, no weight decay, no optimizer state. A group with none at all (a discriminator
         # before its switch-on step) costs nothing and starts its Adam moments fresh later.

@@ -121,6 +121,10 @@ class TrainSettings(Strict):
     steps: int = Field(1000, ge=0, description="optimizer steps")
     batch_size: int = Field(8, ge=1, description="global batch per optimizer step, before accumulation")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    shards: int | None = Field(
+        None, ge=1, description="compute each micro-batch as this many equal shards, one after another, "
+        "and add their results in shard order: the run is then the same bit for bit on any number of "
+        "processes dividing it (docs/engine.md); null: one shard per process")
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     param_groups: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -143,6 +147,8 @@ class TrainSettings(Strict):
     def _groups(self) -> "TrainSettings":
         for group, fields in self.param_groups.items():
             OptimizerSettings(**{**self.optimizer.model_dump(), **fields})
+        if self.shards is not None and self.batch_size % self.shards:
+            raise ValueError(f"batch_size {self.batch_size} must be divisible by shards {self.shards}")
         return self
 
     def optimizer_for(self, group: str) -> OptimizerSettings:

@@ -19,6 +19,15 @@ same noise, time step or dropout decision whichever process holds it and however
 and :func:`batch_share` / :func:`batch_sum` let a component normalise by, or pick rows from, the
 global batch. Outside a training step (validation, sampling, a user's own loop) they behave as for
 one process.
+
+**Bit-identical on any number of processes: shards.** With ``train.<stage>.shards: S`` the trainer
+computes each global micro-batch as ``S`` equal shards, one after another, each inside
+:meth:`ShardedStep.shard` (``S / W`` of them on each of ``W`` processes, every one from the same generator
+state), and sums every per-shard result in shard order with :func:`combine_shards`. One process and
+``W`` processes then run the same operations on the same tensors and reach the same weights bit for
+bit. Within a sharded step nothing may sum over the batch while it is being computed (the other
+shards have not run yet): :func:`batch_sum` refuses, a component keeps its per-shard statistics and
+combines them in a callback registered with :func:`at_step_end`.
 """
 
 from __future__ import annotations
@@ -35,21 +44,27 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = [
+    "ShardedStep",
     "all_gather_object",
     "all_reduce_gradients",
     "all_reduce_mean",
+    "at_step_end",
     "barrier",
     "batch_share",
     "batch_sum",
     "broadcast_module",
     "broadcast_tensors",
     "cleanup",
+    "combine_shards",
     "draw_for_global_batch",
+    "draw_global",
     "global_batch_share",
     "init_from_env",
     "is_distributed",
     "is_main",
+    "is_sharded",
     "local_rank",
+    "local_rows",
     "rank",
     "world_size",
 ]
@@ -214,6 +229,7 @@ def all_gather_object(obj: Any) -> list[Any]:
 # --------------------------------------------------------------------------------------------
 
 _SHARE: ContextVar[tuple[int, int]] = ContextVar("vqvdm_batch_share", default=(0, 1))
+_SHARDED: ContextVar["ShardedStep | None"] = ContextVar("vqvdm_sharded_step", default=None)
 
 
 @contextmanager
@@ -229,9 +245,28 @@ def global_batch_share() -> Iterator[None]:
 
 
 def batch_share() -> tuple[int, int]:
-    """``(index, count)``: this process's place among the processes sharing the batch being computed;
-    ``(0, 1)`` outside :func:`global_batch_share` or when alone."""
+    """``(index, count)``: this process's place among the processes sharing the batch being computed
+    (in a sharded step: this shard's place among the shards); ``(0, 1)`` outside
+    :func:`global_batch_share` / :meth:`ShardedStep.shard` or when alone."""
     return _SHARE.get()
+
+
+def draw_global(draw: Callable[[int], Tensor], local_size: int) -> Tensor:
+    """``draw(global_size)``: the random draw for the whole global batch of which this share holds
+    ``local_size`` rows; alone (or outside a training step) ``draw(local_size)``.
+
+    Every share calls it in the same order from the same generator state, so all of them draw the
+    same global tensor. Use :func:`local_rows` for this share's rows; the whole tensor serves a
+    statistic of the global batch that must not wait for the other shares (a count to normalise by).
+    """
+    count = batch_share()[1]
+    return draw(local_size * count)
+
+
+def local_rows(whole: Tensor, local_size: int) -> Tensor:
+    """This share's ``local_size`` rows (dim 0) of a tensor over the global batch."""
+    index = batch_share()[0]
+    return whole[index * local_size:(index + 1) * local_size]
 
 
 def draw_for_global_batch(draw: Callable[[int], Tensor], local_size: int) -> Tensor:
@@ -242,18 +277,113 @@ def draw_for_global_batch(draw: Callable[[int], Tensor], local_size: int) -> Ten
     same global tensor and row ``i`` is the one a single process would draw for sample ``i``. Alone
     (or outside a training step) this is ``draw(local_size)``, the same draw as before.
     """
-    index, count = batch_share()
-    if count == 1:
-        return draw(local_size)
-    full = draw(local_size * count)
-    return full[index * local_size:(index + 1) * local_size]
+    return local_rows(draw_global(draw, local_size), local_size)
 
 
 def batch_sum(tensor: Tensor) -> Tensor:
     """The element-wise sum of a (detached) ``tensor`` over the processes sharing the batch: the
-    global batch's total of a per-share total (identity alone or outside a training step)."""
+    global batch's total of a per-share total (identity alone or outside a training step).
+
+    Not available inside a sharded step (:class:`ShardedStep`), where the other shards are computed
+    later: keep the per-shard values and combine them in an :func:`at_step_end` callback."""
+    if _SHARDED.get() is not None:
+        raise RuntimeError("batch_sum inside a sharded training step: the other shards of the batch have "
+                           "not been computed yet; keep this shard's value and combine the shards' values "
+                           "with combine_shards in a callback registered with at_step_end")
     if batch_share()[1] == 1:
         return tensor
     work = tensor.detach().to(_comm_device(tensor), copy=True)
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return work.to(tensor.device)
+
+
+# --------------------------------------------------------------------------------------------
+# Shards: the same operations on 1 or N processes
+# --------------------------------------------------------------------------------------------
+
+
+class ShardedStep:
+    """One training step's micro-batch computed as ``count`` equal shards (the trainer makes one).
+
+    This process computes shards ``first .. first + per_process - 1`` (rank ``r`` of ``W``:
+    ``first = r * count / W``). Components register work that needs every shard's results with
+    :func:`at_step_end`; the trainer calls :meth:`finish` once all of this process's shards ran.
+    """
+
+    def __init__(self, count: int):
+        world = world_size()
+        if count % world:
+            raise ValueError(f"{count} shards cannot be shared by {world} processes")
+        self.count = count
+        self.per_process = count // world
+        self.first = rank() * self.per_process
+        self._callbacks: dict[object, Callable[[], None]] = {}
+
+    @contextmanager
+    def shard(self, local: int) -> Iterator[int]:
+        """Compute this process's ``local``-th shard: :func:`batch_share` is its global place."""
+        if not 0 <= local < self.per_process:
+            raise IndexError(f"shard {local} of {self.per_process} on this process")
+        index = self.first + local
+        share, sharded = _SHARE.set((index, self.count)), _SHARDED.set(self)
+        try:
+            yield index
+        finally:
+            _SHARDED.reset(sharded)
+            _SHARE.reset(share)
+
+    def combine(self, parts: Sequence[Tensor]) -> Tensor:
+        """The sum over every shard of the step, in shard order: ``((s_0 + s_1) + s_2) + ...``.
+
+        ``parts`` are this process's shards' tensors (same shape and dtype), in its shard order. With
+        several processes each one gathers all of them, so every process adds the same tensors in the
+        same order and gets the same bits as one process holding every shard.
+        """
+        if len(parts) != self.per_process:
+            raise ValueError(f"combine got {len(parts)} parts; this process computes {self.per_process} shards")
+        ordered = list(parts)
+        if is_distributed():
+            device = parts[0].device
+            local = torch.stack([p.detach() for p in parts]).to(_comm_device(parts[0]))
+            gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+            dist.all_gather(gathered, local)
+            ordered = [t.to(device) for block in gathered for t in block.unbind(0)]
+        total = ordered[0].detach().clone()
+        for part in ordered[1:]:
+            total += part
+        return total
+
+    def at_end(self, key: object, callback: Callable[[], None]) -> None:
+        self._callbacks.setdefault(key, callback)
+
+    def finish(self) -> None:
+        """Run the registered callbacks (once each, in registration order); every process calls it."""
+        callbacks, self._callbacks = list(self._callbacks.values()), {}
+        token = _SHARDED.set(self)
+        try:
+            for callback in callbacks:
+                callback()
+        finally:
+            _SHARDED.reset(token)
+
+
+def is_sharded() -> bool:
+    """True while a sharded training step is computed (its shards or its end-of-step callbacks)."""
+    return _SHARDED.get() is not None
+
+
+def at_step_end(key: object, callback: Callable[[], None]) -> None:
+    """In a sharded step: run ``callback`` once after every shard of the step ran (one callback per
+    ``key``; every process registers the same ones). Raises outside a sharded step."""
+    step = _SHARDED.get()
+    if step is None:
+        raise RuntimeError("at_step_end outside a sharded training step")
+    step.at_end(key, callback)
+
+
+def combine_shards(parts: Sequence[Tensor]) -> Tensor:
+    """The sum over every shard of the current sharded step, in shard order (:meth:`ShardedStep.combine`)."""
+    step = _SHARDED.get()
+    if step is None:
+        raise RuntimeError("combine_shards outside a sharded training step")
+    return step.combine(parts)

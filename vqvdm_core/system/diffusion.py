@@ -256,15 +256,17 @@ class LatentVideoDiffusion(nn.Module, Trainable):
             loss = F.mse_loss(prediction.float(), target.float())
             return TrainStep(losses={"denoiser": loss}, logs={"loss": float(loss.detach())})
         # Frame conditioning: some clips get a clean known prefix; the loss covers the other frames.
-        lengths = dist.draw_for_global_batch(
-            lambda n: known_lengths(n, z0.shape[2], rate=self.denoiser.known_frames_rate, device=z0.device), b)
-        known = known_input_of_lengths(z0, lengths)
+        frames, h, w = z0.shape[2:]
+        all_lengths = dist.draw_global(
+            lambda n: known_lengths(n, frames, rate=self.denoiser.known_frames_rate, device=z0.device), b)
+        known = known_input_of_lengths(z0, dist.local_rows(all_lengths, b))
         prediction = self.denoiser(z_t, t, emb, known=known)
         unknown = 1.0 - known[:, -1:]  # (B, 1, T, h, w)
         squared = (prediction.float() - target.float()).pow(2) * unknown
-        # The mean over the global batch's unknown frames: normalised by the processes' mean count,
-        # the loss averaged over processes is the one a single process computes.
-        count = dist.batch_sum(unknown.sum()) / dist.batch_share()[1]
+        # The mean over the global batch's unknown frames: normalised by the shares' mean count (from
+        # the global draw of prefix lengths), the loss averaged over shares is the one a single
+        # process computes.
+        count = ((frames - all_lengths) * (h * w)).sum().float() / dist.batch_share()[1]
         loss = squared.sum() / (count * z0.shape[1]).clamp_min(1.0)
         return TrainStep(losses={"denoiser": loss},
                          logs={"loss": float(loss.detach()),

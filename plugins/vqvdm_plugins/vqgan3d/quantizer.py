@@ -19,6 +19,10 @@ in our measurements):
 
 With several processes, usage counts and EMA sums are summed over processes and initial and
 re-seeded rows are drawn from the global batch, so the codebook is the one a single process learns.
+In a sharded training step (``train.tokenizer.shards``, see ``vqvdm_core.runtime.distributed``) the
+lookups of every shard use the codebook as the step found it and the update runs once after the
+last shard, from the shards' counts and sums added in shard order; a codebook initialised from data
+takes its rows from shard 0.
 * ``l2_normalize``: nearest neighbour by cosine similarity; latents and codes are unit vectors.
 
 The distance computation always runs in float32, with autocast switched off, and in chunks so that
@@ -27,6 +31,7 @@ The distance computation always runs in float32, with autocast switched off, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +40,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from vqvdm_core.runtime.distributed import batch_share, batch_sum
+from vqvdm_core.runtime.distributed import at_step_end, batch_share, batch_sum, combine_shards, is_sharded
 
 __all__ = ["QuantizerOutput", "VectorQuantizer"]
 
@@ -91,6 +96,9 @@ class VectorQuantizer(nn.Module):
         # at 1 (like TATS's counts), so with the usual threshold 1.0 a code dies after one unused batch.
         self.register_buffer("usage", torch.ones(num_codes))
         self.register_buffer("initialized", torch.tensor(not init_from_data))
+        # A sharded step's per-shard (shard index, vectors, counts, sums), applied after its last shard.
+        self._pending: list[tuple[int, Tensor, Tensor, Tensor | None]] = []
+        self._pending_shards = 1
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -137,7 +145,10 @@ class VectorQuantizer(nn.Module):
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = self._flatten(z)  # (N, D) float32
             if update and not bool(self.initialized):
-                self._init_from(flat.detach())
+                if is_sharded():
+                    self._init_from_shard_zero(flat.detach())
+                else:
+                    self._init_from(flat.detach())
             codes = self.codes()
             indices = self.nearest(flat.detach(), codes)
             q = codes[indices]  # (N, D); carries the codebook's gradient when it is a Parameter
@@ -149,7 +160,9 @@ class VectorQuantizer(nn.Module):
             z_q_flat = flat + (q - flat).detach()  # straight-through estimator
 
             counts = torch.bincount(indices, minlength=self.num_codes).float()
-            if update:
+            if update and is_sharded():
+                self._defer_update(flat.detach(), indices, counts)
+            elif update:
                 self._update(flat.detach(), indices, counts)
             probs = counts / counts.sum()
             perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
@@ -165,9 +178,14 @@ class VectorQuantizer(nn.Module):
 
     # -- training-time updates -----------------------------------------------------------------
 
+    def _jittered(self, rows: Tensor) -> Tensor:
+        """``rows`` plus a little noise, so that copies of one vector do not tie."""
+        noise = torch.randn_like(rows) * (0.01 / self.code_dim ** 0.5) * rows.abs().mean().clamp_min(1e-3)
+        rows = rows + noise
+        return F.normalize(rows, dim=1) if self.l2_normalize else rows
+
     def _sample_rows(self, flat: Tensor, n: int) -> Tensor:
-        """``n`` rows of the batch's vectors drawn at random (with replacement), slightly jittered so
-        copies of one vector do not tie.
+        """``n`` rows of the batch's vectors drawn at random (with replacement), slightly jittered.
 
         When several processes share the batch (``flat`` is this process's share), the rows are drawn
         from the global batch: every process draws the same global row numbers, fills in the rows it
@@ -180,17 +198,12 @@ class VectorQuantizer(nn.Module):
         if count == 1:
             rows = flat[idx]
         else:
-            mine = (idx // local) == index
-            rows = torch.zeros(n, flat.shape[1], device=flat.device, dtype=flat.dtype)
-            rows[mine] = flat[idx[mine] - index * local]
-            rows = batch_sum(rows)
-        noise = torch.randn_like(rows) * (0.01 / self.code_dim ** 0.5) * rows.abs().mean().clamp_min(1e-3)
-        rows = rows + noise
-        return F.normalize(rows, dim=1) if self.l2_normalize else rows
+            rows = batch_sum(_rows_held(flat, idx, index))
+        return self._jittered(rows)
 
     def _sync_from_rank0(self) -> None:
         """Outside a training step's shared batch (a user's own distributed loop), rank 0's draw wins."""
-        if _distributed() and batch_share()[1] == 1:
+        if _distributed() and batch_share()[1] == 1 and not is_sharded():
             for buf in (self.codebook, getattr(self, "ema_sum", None), getattr(self, "ema_count", None),
                         self.usage):
                 if buf is not None:
@@ -198,27 +211,75 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _init_from(self, flat: Tensor) -> None:
-        rows = self._sample_rows(flat, self.num_codes).to(self.codebook.dtype)
+        self._set_initial(self._sample_rows(flat, self.num_codes))
+        self._sync_from_rank0()
+
+    @torch.no_grad()
+    def _init_from_shard_zero(self, flat: Tensor) -> None:
+        """Sharded step: rows of shard 0 (the first shard computed on rank 0), sent to every process
+        when the first of its own shards finds the codebook uninitialised."""
+        rows = torch.zeros(self.num_codes, flat.shape[1], device=flat.device, dtype=flat.dtype)
+        if batch_share()[0] == 0:
+            rows = self._jittered(flat[torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)])
+        if _distributed():
+            dist.broadcast(rows, src=0)
+        self._set_initial(rows)
+
+    def _set_initial(self, rows: Tensor) -> None:
+        rows = rows.to(self.codebook.dtype)
         self.codebook.data.copy_(rows)
         if self.ema:
             self.ema_sum.copy_(rows)
             self.ema_count.fill_(1.0)
         self.usage.fill_(1.0)
         self.initialized.fill_(True)
-        self._sync_from_rank0()
 
     @torch.no_grad()
     def _update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
-        decay = self.ema_decay
         counts = counts.clone()
         if _distributed():
             dist.all_reduce(counts)
-        self.usage.mul_(decay).add_(counts, alpha=1.0 - decay)
+        sums = None
         if self.ema:
-            sums = torch.zeros(self.num_codes, self.code_dim, device=flat.device, dtype=torch.float32)
-            sums.index_add_(0, indices, flat)  # (K, D): sum of the vectors assigned to each code
+            sums = self._assigned_sums(flat, indices)
             if _distributed():
                 dist.all_reduce(sums)
+        self._apply_update(counts, sums, lambda n: self._sample_rows(flat, n))
+
+    def _assigned_sums(self, flat: Tensor, indices: Tensor) -> Tensor:
+        """``(K, D)``: the sum of the vectors assigned to each code."""
+        sums = torch.zeros(self.num_codes, self.code_dim, device=flat.device, dtype=torch.float32)
+        return sums.index_add_(0, indices, flat)
+
+    @torch.no_grad()
+    def _defer_update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
+        sums = self._assigned_sums(flat, indices) if self.ema else None
+        index, self._pending_shards = batch_share()
+        self._pending.append((index, flat, counts, sums))
+        at_step_end(self, self._finish_sharded_update)
+
+    @torch.no_grad()
+    def _finish_sharded_update(self) -> None:
+        pending, self._pending = self._pending, []
+        shards = self._pending_shards
+        counts = combine_shards([c for _, _, c, _ in pending])
+        sums = combine_shards([s for _, _, _, s in pending]) if self.ema else None  # type: ignore[misc]
+
+        def rows(n: int) -> Tensor:
+            # Rows of the global batch (every shard holds the same number of vectors): each shard
+            # fills in the rows it holds, zeros elsewhere, and the sum over shards assembles them.
+            local = pending[0][1].shape[0]
+            idx = torch.randint(0, local * shards, (n,), device=counts.device)
+            return self._jittered(combine_shards([_rows_held(flat, idx, index) for index, flat, _, _ in pending]))
+
+        self._apply_update(counts, sums, rows)
+
+    def _apply_update(self, counts: Tensor, sums: Tensor | None, draw_rows: Callable[[int], Tensor]) -> None:
+        """One update from the global batch's assignment ``counts`` ``(K,)`` and (EMA) ``sums``
+        ``(K, D)``; ``draw_rows(n)`` gives ``n`` jittered vectors of the global batch for dead codes."""
+        decay = self.ema_decay
+        self.usage.mul_(decay).add_(counts, alpha=1.0 - decay)
+        if self.ema:
             self.ema_count.mul_(decay).add_(counts, alpha=1.0 - decay)
             self.ema_sum.mul_(decay).add_(sums, alpha=1.0 - decay)
             # Laplace smoothing keeps rarely used codes from dividing by ~0.
@@ -229,10 +290,20 @@ class VectorQuantizer(nn.Module):
             dead = self.usage < self.dead_code_threshold
             n_dead = int(dead.sum())
             if n_dead:
-                rows = self._sample_rows(flat, n_dead).to(self.codebook.dtype)
+                rows = draw_rows(n_dead).to(self.codebook.dtype)
                 self.codebook.data[dead] = rows
                 self.usage[dead] = self.dead_code_threshold
                 if self.ema:
                     self.ema_sum[dead] = rows
                     self.ema_count[dead] = 1.0
                 self._sync_from_rank0()
+
+
+def _rows_held(flat: Tensor, idx: Tensor, index: int) -> Tensor:
+    """``(n, D)``: the rows ``idx`` of the global batch that share ``index`` holds (``flat``, its
+    ``m`` rows ``[index * m, (index + 1) * m)``), zeros for the others."""
+    local = flat.shape[0]
+    mine = (idx // local) == index
+    rows = torch.zeros(idx.shape[0], flat.shape[1], device=flat.device, dtype=flat.dtype)
+    rows[mine] = flat[idx[mine] - index * local]
+    return rows
