@@ -51,6 +51,15 @@ def _out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
 
 
+def _traceback_if_debug() -> None:
+    """With VQVDM_DEBUG=1, print the traceback of the exception being handled (the exit code stays
+    the one the error has without it)."""
+    if debug():
+        import traceback
+
+        traceback.print_exc()
+
+
 def user_errors(fn: F) -> F:
     """Turn a :class:`UserError` into one message and its exit code (traceback with VQVDM_DEBUG=1)."""
 
@@ -59,13 +68,13 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            if debug():
-                raise
+            _traceback_if_debug()
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except (MemoryError, RuntimeError) as exc:
-            if debug() or not _out_of_memory(exc):
+            if not _out_of_memory(exc):
                 raise
+            _traceback_if_debug()
             err.print(f"[bold red]error:[/] out of memory ({brief(exc)}). The clips, frame size or batch "
                       "asked for do not fit on this device: lower the batch size (--batch-size, or the "
                       "recipe's batch_size), the number of frames or the frame size.",
@@ -197,20 +206,32 @@ def _config_fields(cls: type) -> list[dict[str, Any]]:
 def list_components(
     kind: Optional[str] = typer.Option(None, "--kind", "-k", help=f"One of: {', '.join(KINDS)}."),
     verbose: bool = typer.Option(False, "--verbose", "-v",
-                                 help="Import each component and show its Config fields."),
+                                 help="Import here each component whose module imported in the child "
+                                 "process, and show its Config fields."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Import each plug-in module in a child process (a few seconds) to "
                                "tell 'available' from 'broken'; --no-check lists them 'unchecked'."),
 ) -> None:
     """List the registered components: 'available' (imports, checked in a child process), 'loaded',
-    'broken' (with the error), 'duplicate' or 'unchecked'; --verbose imports and validates each here."""
-    entries = REGISTRY.try_load_all(kind) if verbose else REGISTRY.entries(kind)
-    unloaded = [e for e in entries if not verbose and e.obj is None and e.error is None and e.conflict is None]
+    'broken' (with the error), 'duplicate' or 'unchecked'; --verbose then imports and validates here
+    each component whose module imported in the child."""
+    entries = REGISTRY.entries(kind)
+    unloaded = [e for e in entries if e.obj is None and e.error is None and e.conflict is None]
     problems = {e.target: static_problem(e.target) for e in unloaded}  # parsed from source, once each
     imported: dict[str, str | None] = {}
     if check:
         imported = REGISTRY.check_imports([e for e in unloaded if not problems[e.target]])
+    if verbose:
+        # Only what imported in the child is imported here: a module that kills its process
+        # (os._exit, a crash) or raises KeyboardInterrupt at import stays in the child.
+        for e in unloaded:
+            importable = e.target in imported and imported[e.target] is None
+            if not problems[e.target] and (importable or not check):
+                try:
+                    REGISTRY.load(e.kind, e.name)
+                except UserError:
+                    pass  # recorded on the entry: shown 'broken' with its error
     rows = []
     for e in entries:
         row: dict[str, Any] = {
@@ -224,7 +245,7 @@ def list_components(
         }
         if e.error:
             row["error"] = e.error
-        elif e.target in problems:
+        elif e.obj is None and e.target in problems:
             problem = problems[e.target]
             if problem:
                 row["status"], row["error"] = "broken", problem
@@ -395,6 +416,11 @@ def sample(
         meta = {**meta, "condition_values": {**(meta.get("condition_values") or {}),
                                              **_condition_values(condition, system)}}
     clip_frames = system.clip_shape[0]
+    if context is not None:  # the labels and FPS values the grid below is made of
+        counted_labels, counted_fps = list(label) or None, list(fps) or [0.0]
+    else:
+        counted_labels, counted_fps = label or "all", list(fps) or None
+    _check_sample_memory(meta, system, labels=counted_labels, fps=counted_fps, num=num, frames=frames or clip_frames)
     given = None
     if context is not None:
         k = context_frames or clip_frames // 2
@@ -413,7 +439,8 @@ def sample(
         conditions = grid(meta, labels=label or "all", fps=fps or None, per_condition=num)
         if frames is not None or overlap is not None:
             system.plan(frames=frames, overlap=overlap)
-    _check_writable(out_path)
+    grids, clips = _sample_outputs(out_path)  # every file written, checked before sampling
+    _refuse_writing_into(source, out_path, [*grids, clips])
     built = system.resolve_sampler(sampler if sampler is not None else defaults.sampler)
     video = torch.cat([v for _, v in generate(
         system, conditions, batch_size=batch_size, steps=steps or defaults.steps, sampler=built,
@@ -434,13 +461,27 @@ def sample(
         out.print(f"grid: the given clip ({clip.source}) first, then its continuations; frames from "
                   f"{given.shape[2]} on are generated (red border)")
         nrow = len(shown)
-    targets = {out_path, out_path.with_suffix(".gif" if out_path.suffix == ".mp4" else ".mp4")}
-    for target in sorted(targets):
+    for target in grids:
         write_grid(shown, target, fps=max(conditions.fps) or 8.0, nrow=nrow, labels=captions)
         out.print(f"wrote {target}")
-    clips = out_path.with_suffix(".safetensors")
     save_samples(clips, video, conditions.labels, conditions.fps, conditions.values)
     out.print(f"wrote {clips} (every clip with its conditions, for `vqvdm evaluate`)")
+
+
+def _check_sample_memory(meta: dict[str, Any], system: Any, *, labels: Any, fps: list[float] | None, num: int,
+                         frames: int) -> None:
+    """Refuse before sampling when the clips asked for cannot be held in memory: `vqvdm sample` keeps
+    every clip (float32, on the CPU) until it writes them, at the peak three times (the batches, the
+    joined tensor, the grid)."""
+    from vqvdm_core.pipeline.conditions import grid_size
+    from vqvdm_core.runtime.devices import check_fits
+
+    n = grid_size(meta, labels=labels, fps=fps, per_condition=num)
+    _, height, width = system.clip_shape
+    clip_bytes = 3 * frames * height * width * 4
+    check_fits(3 * n * clip_bytes, what=f"sampling {n:,} clips of {frames}x{height}x{width} "
+               f"({num:,} per class and FPS value)",
+               advice="Ask for fewer clips (--num, --label, --fps) or frames (--frames) per call.")
 
 
 def _condition_values(options: list[str], system: Any) -> dict[str, list[float]]:
@@ -465,13 +506,49 @@ def _condition_values(options: list[str], system: Any) -> dict[str, list[float]]
     return out
 
 
-def _check_writable(path: Path) -> None:
-    """Refuse an output path whose folder cannot take it, before any sampling."""
+def _check_writable(path: Path, *, example: str) -> None:
+    """Refuse an output path whose folder cannot take it, before any sampling; ``example`` is the file
+    name suggested when ``path`` is a directory (``samples.mp4``, ``metrics.json``)."""
     from vqvdm_core.io.paths import check_can_write
 
     if path.is_dir():
-        raise UserError(f"--out {path} is a directory; give a file name such as {path / 'samples.mp4'}")
+        raise UserError(f"--out {path} is a directory; give a file name such as {path / example}")
     check_can_write(path, what="--out")
+
+
+def _sample_outputs(out_path: Path) -> tuple[list[Path], Path]:
+    """The files ``vqvdm sample --out PATH`` writes: the grid videos (PATH and the other format beside
+    it) and the clips (PATH's ``.safetensors``), each refused before sampling if it cannot be written."""
+    from vqvdm_core.io.video import WRITABLE_SUFFIXES
+
+    _check_writable(out_path, example="samples.mp4")
+    if out_path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise UserError(f"--out {out_path}: the grid video must end in one of {', '.join(WRITABLE_SUFFIXES)}")
+    grids = sorted({out_path, out_path.with_suffix(".gif" if out_path.suffix == ".mp4" else ".mp4")})
+    clips = out_path.with_suffix(".safetensors")
+    for path in [*grids, clips]:
+        if path != out_path and path.is_dir():
+            raise UserError(f"--out {out_path} also writes {path}, which is a directory: move it or choose "
+                            "another --out")
+    return grids, clips
+
+
+def _refuse_writing_into(source: Any, out_path: Path, paths: list[Path]) -> None:
+    """`vqvdm sample` never writes into a run's stage folders (only `vqvdm run` does: their files are
+    the stages' records) nor into an exported pipeline folder (its files are checksummed)."""
+    if source.run is not None:
+        guarded = {source.run.run.stage_dir(stage).resolve(): f"the run's '{stage}' stage folder, whose files "
+                   "only `vqvdm run` writes" for stage in STAGES}
+    elif source.folder is not None:
+        guarded = {source.folder.resolve(): "the exported pipeline folder, whose files are checksummed"}
+    else:
+        guarded = {}
+    for path in paths:
+        resolved = path.resolve()
+        for folder, what in guarded.items():
+            if resolved == folder or folder in resolved.parents:
+                raise UserError(f"--out {out_path} would write {path} into {what} ({folder}): choose a "
+                                "path outside it")
 
 
 @app.command()
@@ -501,6 +578,7 @@ def evaluate(
     <name>.metrics.json beside the file. Real clips for FVD / KVD come from the recipe of the run the
     file belongs to.
     """
+    from vqvdm_core.errors import MissingFileError
     from vqvdm_core.pipeline import check_files, open_run
     from vqvdm_core.pipeline.stages import evaluate as evaluate_stage
 
@@ -517,9 +595,17 @@ def evaluate(
         overrides.append(f"evaluate.steps={steps}")
     if device:
         overrides.append(f"device={device}")
+    if not target.exists():  # else a path inside a run would evaluate the whole run
+        raise MissingFileError(f"{target} does not exist: give a run directory or a samples file inside one")
     ctx = open_run(target, overrides, console=out)
     if out_path is not None:
-        _check_writable(out_path)
+        _check_writable(out_path, example="metrics.json")
+        own = ctx.run.stage_dir("evaluate") / "metrics.json"
+        if out_path.resolve() == own.resolve():
+            raise UserError(f"--out {out_path} is the evaluate stage's own report, which `vqvdm evaluate` never "
+                            "overwrites: choose another path")
+        if target.is_file() and out_path.resolve() == target.resolve():
+            raise UserError(f"--out {out_path} is the samples file being evaluated: choose another path")
     if target.is_file():
         written = out_path or target.with_name(f"{target.stem}.metrics.json")
         with ctx.loggers:  # the recipe's experiment loggers get the scores; closed even on failure
@@ -528,7 +614,9 @@ def evaluate(
         key = ctx.recipe.hash("evaluate", "guidance", "data.val", "sample.fps")[:8]
         written = out_path or ctx.run.stage_dir("evaluate") / f"metrics-{key}.json"
         check_files(ctx, ["evaluate"])  # metric weights, real clips, logger packages: before any work
-        with ctx.run.lock("vqvdm evaluate"), ctx.loggers:
+        with ctx.run.lock("vqvdm evaluate") as previous, ctx.loggers:
+            if previous is not None:
+                out.print(f"took over {ctx.run.path} from process {previous}, which is no longer running")
             evaluate_stage.run(ctx, out=written)
     out.print(f"wrote {written}")
 

@@ -7,6 +7,7 @@ shows the traceback too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 
@@ -63,3 +64,25 @@ def brief(exc: BaseException, *, lines: int = 1, limit: int = 300) -> str:
     joined and cut to ``limit`` characters; the exception's type name when it has no text."""
     text = " ".join(str(exc).strip().splitlines()[:lines]) or type(exc).__name__
     return text[:limit]
+
+
+_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^\]]*\])\) "
+                            r"from checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)")
+
+
+def state_dict_mismatch(exc: BaseException, *, limit: int = 3) -> str:
+    """A ``load_state_dict`` error (one line per mismatching tensor, hundreds for a large model) as one
+    line: the first ``limit`` problems and how many more, e.g. ``size mismatch for conv.weight (file
+    [16, 3], model [8, 3]), ... and 176 more``."""
+    problems = []
+    for line in str(exc).strip().splitlines()[1:] or str(exc).strip().splitlines():
+        line = line.strip()
+        match = _SIZE_MISMATCH.search(line)
+        if match:
+            line = f"size mismatch for {match[1]} (file {match[2]}, model {match[3]})"
+        if line:
+            problems.append(line[:200])
+    if not problems:
+        return type(exc).__name__
+    more = f" and {len(problems) - limit} more" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
@@ -167,8 +168,16 @@ def static_docstring(target: str) -> str | None:
 
 _CHECK_MARK = "vqvdm-import-check "
 _CHECK_IMPORTS = f"""
-import importlib, json, sys
+import importlib, json, os, sys
+# Results go to a private copy of stdout (not inherited by processes a module starts); whatever a
+# module prints goes to stderr instead, so it cannot garble a result line.
+report = os.fdopen(os.dup(1), "w", encoding="utf-8")
+os.dup2(2, 1)
+def say(*fields):
+    report.write({_CHECK_MARK!r} + json.dumps(fields) + "\\n")
+    report.flush()
 for target in json.loads(sys.stdin.read()):
+    say("begin", target)  # so that a death while importing it is blamed on it
     module, _, attr = target.partition(":")
     try:
         obj = importlib.import_module(module)
@@ -179,10 +188,26 @@ for target in json.loads(sys.stdin.read()):
         error = "SystemExit: the module called sys.exit(%r) when imported" % (exc.code,)
     except BaseException as exc:
         error = "%s: %s" % (type(exc).__name__, exc)
-    sys.stdout.write({_CHECK_MARK!r} + json.dumps([target, error]) + "\\n")
-    sys.stdout.flush()
+    say("done", target, error)
+os._exit(0)  # skip interpreter shutdown: threads or atexit handlers of a module cannot hang it
 """
-"""The child of :meth:`Registry.check_imports`: one marked JSON line ``[target, error]`` per target."""
+"""The child of :meth:`Registry.check_imports`: marked JSON lines ``["begin", target]`` before, and
+``["done", target, error]`` as soon as, each target is imported, flushed one by one."""
+
+
+def _death(returncode: int) -> str:
+    """Why a checking child that died while importing a module is gone, from its exit code."""
+    if returncode < 0:
+        try:
+            import signal
+
+            name = signal.Signals(-returncode).name
+        except (ValueError, ImportError):
+            name = str(-returncode)
+        return (f"the import-check process was killed by signal {name} while importing it "
+                "(a crash, e.g. a segfault in an extension module, or a signal)")
+    return (f"the import-check process exited (code {returncode}) while importing it: "
+            "os._exit, a crash or a signal")
 
 
 def static_problem(target: str) -> str | None:
@@ -326,28 +351,54 @@ class Registry:
     def check_imports(self, entries: Iterable[Entry], *, timeout: float = 60.0) -> dict[str, str | None]:
         """Import the targets of ``entries`` in a child process; ``target -> None`` (it imports) or
         its error. Nothing is imported here, so a module that raises, exits or hangs cannot harm
-        this process; targets the child did not reach (it died, or ``timeout`` seconds passed) are
-        left out. Checks importability only (:meth:`load` also checks the interface)."""
-        targets = sorted({e.target for e in entries})
-        if not targets:
-            return {}
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        try:
-            proc = subprocess.run([sys.executable, "-c", _CHECK_IMPORTS], input=json.dumps(targets),
-                                  capture_output=True, text=True, timeout=timeout, env=env)
-            output = proc.stdout
-        except subprocess.TimeoutExpired as exc:
-            output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        this process. The child reports each target as soon as it is imported; if it dies while
+        importing one (``os._exit``, a crash, a signal), that target gets an error saying so and a
+        new child checks the targets not yet checked. Targets not reached within ``timeout``
+        seconds in all (a module hangs) are left out. Normally this starts one child. Checks
+        importability only (:meth:`load` also checks the interface)."""
+        remaining = sorted({e.target for e in entries})
         results: dict[str, str | None] = {}
-        for line in output.splitlines():
-            if not line.startswith(_CHECK_MARK):
-                continue  # whatever a module printed while it was imported
+        if not remaining:
+            return results
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        deadline = time.monotonic() + timeout
+        while remaining:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            returncode: int | None = None
             try:
-                target, error = json.loads(line[len(_CHECK_MARK):])
-            except (ValueError, TypeError):
-                continue
-            if target in targets:
-                results[target] = error
+                proc = subprocess.run([sys.executable, "-c", _CHECK_IMPORTS], input=json.dumps(remaining),
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                      timeout=left, env=env)
+                output, returncode = proc.stdout, proc.returncode
+            except subprocess.TimeoutExpired as exc:  # a module hangs: the rest stays unchecked
+                output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            except OSError:  # no child could be started
+                break
+            begun: str | None = None
+            for line in output.splitlines():
+                if not line.startswith(_CHECK_MARK):
+                    continue
+                try:
+                    step, target, *error = json.loads(line[len(_CHECK_MARK):])
+                except (ValueError, TypeError):
+                    continue
+                if target not in remaining:
+                    continue
+                if step == "begin":
+                    begun = target
+                elif step == "done":
+                    results[target] = error[0] if error else None
+                    begun = None
+            if returncode is None:
+                break  # timed out
+            if begun is not None and begun not in results:  # it died importing this one
+                results[begun] = _death(returncode)
+            unchecked = [t for t in remaining if t not in results]
+            if len(unchecked) == len(remaining):
+                break  # it died before reaching any target: another child would too
+            remaining = unchecked
         return results
 
     # -- building --------------------------------------------------------------------------

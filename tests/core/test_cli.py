@@ -129,11 +129,12 @@ def test_run_rejects_an_unknown_stage_without_traceback(tmp_path, standins):
     assert "Traceback" not in result.output
 
 
-def test_debug_env_shows_the_traceback(tmp_path, monkeypatch):
+def test_debug_env_shows_the_traceback_and_keeps_the_exit_code(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VQVDM_DEBUG", "1")
     result = runner.invoke(app, ["list-components", "--kind", "nope"])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, UserError)
+    assert result.exit_code == 2  # an input error, with or without the traceback
+    shown = result.output + capsys.readouterr().err
+    assert "Traceback (most recent call last)" in shown and "Error: unknown component kind 'nope'" in shown
 
 
 def test_the_traceback_is_printed_with_vqvdm_debug_and_only_then():
@@ -147,8 +148,8 @@ def test_the_traceback_is_printed_with_vqvdm_debug_and_only_then():
     assert quiet.returncode == 2 and "unknown component kind 'nope'" in quiet.stderr
     assert "Traceback" not in quiet.stderr + quiet.stdout
     loud = subprocess.run(command, capture_output=True, text=True, env={**env, "VQVDM_DEBUG": "1"}, timeout=120)
-    assert loud.returncode != 0 and "Traceback (most recent call last)" in loud.stderr
-    assert "unknown component kind 'nope'" in loud.stderr.splitlines()[-1]  # the error ends the traceback
+    assert loud.returncode == 2 and "Traceback (most recent call last)" in loud.stderr
+    assert "unknown component kind 'nope'" in loud.stderr.splitlines()[-1]  # the error follows the traceback
 
 
 @pytest.mark.parametrize("module", ["vqvdm_core", "vqvdm_core.cli"])

@@ -418,6 +418,24 @@ def test_a_second_process_is_refused_and_a_dead_holder_is_taken_over(tmp_path, s
     assert not lock.exists()  # released cleanly
 
 
+def test_evaluate_says_when_it_takes_over_the_lock_of_a_dead_process(run_copy):
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (run_copy / ".lock").write_text(json.dumps({"pid": pid, "command": "vqvdm evaluate", "since": "earlier"}))
+    result = CliRunner().invoke(app, ["evaluate", str(run_copy), "--metrics", "mean_brightness", "--num-samples", "2",
+                                      "--guidance", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"took over {run_copy} from process {pid}, which is no longer running" in " ".join(result.output.split())
+    assert not (run_copy / ".lock").exists()
+
+
 def test_a_failing_stage_is_recorded_failed_in_its_record_and_the_run_log(tmp_path, standins, monkeypatch):
     from typer.testing import CliRunner
 
@@ -532,6 +550,26 @@ def test_running_out_of_memory_is_one_message(run_copy, tmp_path, monkeypatch):
     result, text = _invoke("sample", str(run_copy), "--batch-size", "100000", "--out", str(tmp_path / "s.mp4"))
     assert result.exit_code == 2 and "out of memory" in text and "lower the batch size" in text
     assert "Traceback" not in text and "can't allocate memory" in text
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["--num", "1000000"], "sampling 2,000,000 clips of 4x8x8 (1,000,000 per class and FPS value)"),
+    (["--label", "0", "--fps", "8", "--frames", "100000000"], "sampling 1 clips of 100000000x"),
+])
+def test_sampling_more_than_memory_holds_is_refused_before_any_work(run_copy, tmp_path, monkeypatch, args, shown):
+    import vqvdm_core.pipeline.generate as generate_module
+    import vqvdm_core.runtime.devices as devices
+
+    def never(*a, **kw):
+        raise AssertionError("sampling started")
+        yield
+
+    monkeypatch.setattr(generate_module, "generate", never)
+    monkeypatch.setattr(devices, "available_memory", lambda device="cpu": 8 * 10**9)
+    result, text = _invoke("sample", str(run_copy), *args, "--out", str(tmp_path / "s.mp4"))
+    assert result.exit_code == 2, text
+    assert shown in text and "of memory; 8.0 GB is free on cpu" in text and "Ask for fewer clips" in text
+    assert "Traceback" not in text and not list(tmp_path.glob("s.*"))
 
 
 def _say_lines() -> tuple[Console, list[str]]:

@@ -92,3 +92,16 @@ def test_world_size_without_a_launcher_is_explained(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(Exception, match="torchrun --nproc_per_node"):
         distributed.init_from_env()
+
+
+def test_available_memory_is_measured_and_check_fits_refuses_what_exceeds_it():
+    import pytest
+
+    from vqvdm_core.runtime.devices import MemoryBudgetError, available_memory, check_fits
+
+    free = available_memory("cpu")
+    assert free is not None and 0 < free < 1 << 50  # this test machine: Linux, /proc/meminfo
+    check_fits(1000, what="a small thing", advice="-", available=2000)
+    with pytest.raises(MemoryBudgetError, match=r"clips needs about 3.0 GB of memory; 2.0 GB is free on cpu\. Fewer"):
+        check_fits(3e9, what="clips", advice="Fewer.", available=2 * 10**9)
+    assert available_memory("meta") is None

@@ -425,7 +425,8 @@ class Trainer(CheckpointState, WindowLogging):
             raise NonFiniteLossError(
                 f"{self.description}: non-finite loss at step {self.step}: {shown}{detail}. "
                 f"{self._kept_checkpoint_note()} Lower the learning rate, enable grad_clip or use "
-                "precision fp32, then run again to resume from the last checkpoint.",
+                "precision fp32, then run again with --force (a changed recipe starts the stage afresh, "
+                "replacing this stage's folder) or under another run name (--set name=...).",
                 step=self.step, group=group, terms=terms,
             )
 

@@ -18,12 +18,13 @@ Search order (first hit wins):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from vqvdm_core.errors import MissingFileError
+from vqvdm_core.errors import MissingFileError, UserError
 
-__all__ = ["WEIGHTS_DIR_ENV", "weights_cache_dir", "find_weights"]
+__all__ = ["WEIGHTS_DIR_ENV", "weights_cache_dir", "find_weights", "check_finite"]
 
 WEIGHTS_DIR_ENV = "VQVDM_WEIGHTS_DIR"
 """Environment variable naming a folder that holds weight files under their usual names."""
@@ -90,3 +91,17 @@ def find_weights(
         + (f", or point ${env_var} at it" if env_var else "")
         + ", or set the path in the recipe)."
     )
+
+
+def check_finite(state: Mapping[str, Any], path: str | os.PathLike[str], *, advice: str) -> None:
+    """Refuse (:class:`UserError`) weights ``state`` read from ``path`` when any floating-point tensor
+    holds NaN or inf (what a diverged training leaves), naming how many tensors and the first one;
+    ``advice`` ends the message (what to do). One pass of ``torch.isfinite`` over the tensors."""
+    import torch
+
+    bad = [name for name, tensor in state.items()
+           if isinstance(tensor, torch.Tensor) and (tensor.is_floating_point() or tensor.is_complex())
+           and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise UserError(f"{path} holds non-finite values (nan/inf) in {len(bad)} of {len(state)} tensors, "
+                        f"e.g. {bad[0]}: {advice}")

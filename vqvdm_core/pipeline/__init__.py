@@ -126,9 +126,14 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
         ran[stage] = info["seconds"]
         dist.barrier()
     if dist.is_main():
+        from vqvdm_core.errors import UserError
         from vqvdm_core.reporting.report import build_report
 
-        ctx.say(f"report: {build_report(ctx.run.path)}")
+        try:  # the stages are done: a report that cannot be written is a warning, not a failed run
+            ctx.say(f"report: {build_report(ctx.run.path)}")
+        except (UserError, OSError) as exc:  # e.g. report.html is a directory; the disk is full
+            ctx.console.print(f"warning: no report written: {exc}", highlight=False, markup=False, soft_wrap=True)
+            ctx.log.warning(f"no report written: {exc}")
         for line in run_summary(ctx.run, ran):
             ctx.say(line)
 
@@ -167,11 +172,18 @@ def _shown_path(path: Path) -> str:
 
 @contextlib.contextmanager
 def _warnings_to_log(ctx: RunContext) -> Iterator[None]:
-    """Python warnings raised while a run works are shown as usual and also written to run.log."""
+    """Python warnings raised while a run works are shown as usual and also written to run.log, each
+    text once per run (Python's own filter tells warnings apart by the line that raised them: the
+    same bad file met by the training and the validation clips would be reported twice)."""
     original = warnings.showwarning
+    shown: set[tuple[type[Warning], str]] = set()
 
     def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:
+        key = (category, str(message))
+        if key in shown:
+            return
+        shown.add(key)
         ctx.log.warning(f"{category.__name__}: {message}")
         original(message, category, filename, lineno, file, line)
 

@@ -88,12 +88,23 @@ def _caption(meta: dict[str, Any], label: int, fps: float) -> str:
     return " ".join(parts)
 
 
-def grid(meta: dict[str, Any], *, labels: list[int] | Literal["all"] | None,
-         fps: list[float] | None, per_condition: int) -> Conditions:
-    """Every (label, fps) pair ``per_condition`` times, label-major (one grid row per label)."""
+def grid_size(meta: dict[str, Any], *, labels: list[int] | Literal["all"] | None,
+              fps: list[float] | None, per_condition: int) -> int:
+    """How many conditions :func:`grid` makes, without making them."""
+    return len(_label_values(meta, labels)) * len(_fps_values(meta, fps)) * per_condition
+
+
+def _fps_values(meta: dict[str, Any], fps: list[float] | None) -> list[float]:
     fps_values = list(fps) if fps else list(meta.get("fps_values") or [])
     if not fps_values:
         raise UserError("no FPS values to sample: set sample.fps in the recipe")
+    return fps_values
+
+
+def grid(meta: dict[str, Any], *, labels: list[int] | Literal["all"] | None,
+         fps: list[float] | None, per_condition: int) -> Conditions:
+    """Every (label, fps) pair ``per_condition`` times, label-major (one grid row per label)."""
+    fps_values = _fps_values(meta, fps)
     pairs = [(lab, f) for lab in _label_values(meta, labels) for f in fps_values for _ in range(per_condition)]
     return _with_values(meta, Conditions([p[0] for p in pairs], [float(p[1]) for p in pairs],
                                          [_caption(meta, *p) for p in pairs]))
@@ -103,5 +114,7 @@ def cycle(meta: dict[str, Any], count: int, *, fps: list[float] | None) -> Condi
     """``count`` conditions cycling evenly through every class and FPS value (for metrics)."""
     base = grid({k: v for k, v in meta.items() if k != "condition_values"}, labels="all", fps=fps,
                 per_condition=1)
-    pairs = list(itertools.islice(itertools.cycle(zip(base.labels, base.fps, base.captions)), count))
-    return _with_values(meta, Conditions([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]))
+    def cycled(values: list[Any]) -> list[Any]:  # one list slot per clip; the values are shared
+        return list(itertools.islice(itertools.cycle(values), count))
+
+    return _with_values(meta, Conditions(cycled(base.labels), cycled(base.fps), cycled(base.captions)))

@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 
 from vqvdm_core.engine.loggers import LoggerSet
-from vqvdm_core.errors import MissingFileError, UserError, brief
+from vqvdm_core.errors import MissingFileError, UserError, state_dict_mismatch
 from vqvdm_core.interfaces import VideoDataset, VideoTokenizer
 from vqvdm_core.pipeline.run_dir import RunDir
 from vqvdm_core.recipe import Recipe
@@ -63,7 +63,7 @@ class RunContext:
                 tok.load_state_dict(load_weights(path))
             except RuntimeError as exc:  # missing / unexpected keys or other shapes
                 raise UserError(f"{path} does not hold weights of this recipe's tokenizer "
-                                f"({self.recipe.tokenizer.name}): {brief(exc, lines=2)}") from None
+                                f"({self.recipe.tokenizer.name}): {state_dict_mismatch(exc)}") from None
         tok.requires_grad_(False).eval()
         return tok.to(self.device)
 
@@ -80,12 +80,13 @@ class RunContext:
             clip_shape=tuple(meta["clip_shape"]),  # type: ignore[arg-type]
             tokenizer=self.tokenizer(),  # the trained, frozen tokenizer
         )
-        system.latent_scale.fill_(float(meta["scale"]))
+        system.latent_scale.fill_(self._latent_scale(meta))
         if trained:
             self.run.require("denoiser")
             path = self.run.stage_dir("denoiser") / DENOISER_WEIGHTS
+            state = load_weights(path)  # its own errors name the file
             try:
-                system.load_checkpoint_state_dict(load_weights(path))
+                system.load_checkpoint_state_dict(state)
             except UserError as exc:
                 raise UserError(f"{path}: {exc}") from None
         return system.to(self.device)
@@ -95,6 +96,19 @@ class RunContext:
         record = self.run.record("denoiser")
         info = record.info if record is not None else None
         return int((info or {}).get("steps", 0))
+
+    def _latent_scale(self, meta: dict[str, Any]) -> float:
+        """The latent scale the latents stage recorded; refused unless a positive finite number."""
+        value = meta.get("scale")
+        try:
+            scale = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            scale = math.nan
+        if not (math.isfinite(scale) and scale > 0):
+            raise UserError(f"{self.run.stage_dir('latents') / 'stage.json'} records the latent scale {value!r}, "
+                            "not a positive finite number (were the latents all equal or non-finite?): re-run the "
+                            "latents stage with a working tokenizer or latents.scale set in the recipe (and --force)")
+        return scale
 
     def latents_meta(self) -> dict[str, Any]:
         """What the latents stage recorded: scale, clip shape, classes, FPS values."""
@@ -107,8 +121,12 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise MissingFileError(f"weights not found: {path}. Run the stage that writes them first.")
     from vqvdm_core.engine.checkpoint import load_weights as _load
+    from vqvdm_core.io.weights import check_finite
 
-    return _load(path)
+    state = _load(path)
+    check_finite(state, path, advice="the training diverged; retrain the stage (e.g. with a lower learning "
+                 "rate, and --force)")
+    return state
 
 
 def _json_safe(value: Any) -> Any:

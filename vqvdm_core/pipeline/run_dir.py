@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vqvdm_core.errors import UserError
+from vqvdm_core.errors import UserError, brief
 from vqvdm_core.io.paths import check_can_write
 from vqvdm_core.recipe import Recipe, save_recipe
 
@@ -114,6 +114,7 @@ class RunDir:
         return self.path / stage
 
     def record(self, stage: str) -> StageRecord | None:
+        """``stage``'s record; None when it has none or it cannot be read (:meth:`record_problem` says why)."""
         f = self.stage_dir(stage) / "stage.json"
         if not f.is_file():
             return None
@@ -121,6 +122,21 @@ class RunDir:
             return StageRecord(**json.loads(f.read_text()))
         except (ValueError, TypeError):
             return None
+
+    def record_problem(self, stage: str) -> str | None:
+        """Why ``stage``'s ``stage.json`` exists but cannot be read as a record (None if it reads or is absent)."""
+        f = self.stage_dir(stage) / "stage.json"
+        if not f.is_file():
+            return None
+        try:
+            data = json.loads(f.read_text())
+        except ValueError as exc:  # not JSON, or not UTF-8 text
+            return f"not JSON: {brief(exc)}"
+        try:
+            StageRecord(**data)
+        except TypeError:
+            return "not a stage record"
+        return None
 
     def _write_record(self, rec: StageRecord) -> None:
         d = self.stage_dir(rec.stage)
@@ -135,6 +151,12 @@ class RunDir:
         rec = self.record(stage)
         d = self.stage_dir(stage)
         if rec is None:
+            problem = self.record_problem(stage)
+            if problem and not force:
+                raise StageMismatchError(
+                    f"the record of stage '{stage}', {d / 'stage.json'}, is unreadable ({problem}); refusing to "
+                    "overwrite the stage. Use --force to start the stage afresh."
+                )
             if d.exists() and any(d.iterdir()) and not force:
                 raise StageMismatchError(
                     f"{d} exists but has no stage record; refusing to overwrite it. "
@@ -224,6 +246,10 @@ class RunDir:
     def require(self, stage: str) -> StageRecord:
         """The finished record of ``stage`` or a clear error saying to run it first."""
         rec = self.record(stage)
+        problem = self.record_problem(stage) if rec is None else None
+        if problem:
+            raise UserError(f"the record of stage '{stage}', {self.stage_dir(stage) / 'stage.json'}, is unreadable "
+                            f"({problem}); re-run the stage (vqvdm run RECIPE --stage {stage} --force)")
         if rec is None or rec.status != "done":
             raise UserError(f"stage '{stage}' has not finished in {self.path}; run it first "
                             f"(vqvdm run RECIPE --stage {stage})")

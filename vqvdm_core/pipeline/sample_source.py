@@ -29,6 +29,8 @@ class SampleSource:
     device: torch.device
     run: RunContext | None
     """The run's context; None for a pipeline folder (which has no data set)."""
+    folder: Path | None = None
+    """The exported pipeline folder it was loaded from (None for a run)."""
 
 
 def open_sample_source(path: Path, *, device: str | None = None, console: Console | None = None) -> SampleSource:
@@ -48,7 +50,8 @@ def open_sample_source(path: Path, *, device: str | None = None, console: Consol
         except ValidationError as exc:
             raise UserError(f"{folder / SYSTEM_FILE}: its sample settings are not valid: "
                             f"{brief(exc, lines=3)}") from None
-        return SampleSource(system=system, meta=dict(system.data_info), settings=settings, device=target, run=None)
+        return SampleSource(system=system, meta=dict(system.data_info), settings=settings, device=target, run=None,
+                            folder=folder)
     if not any((p / "recipe.yaml").is_file() for p in [path, *path.parents]):
         raise UserError(f"{path} is neither a run directory (no recipe.yaml in it or above it) nor an exported "
                         f"pipeline folder (no {INDEX_FILE})")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.io.atomic import atomic_write
 from vqvdm_core.io.pixels import uint8_to_unit_range, unit_range_to_uint8
 
 
@@ -36,11 +37,9 @@ def save_samples(path: Path, video: torch.Tensor, labels: list[int], fps: list[f
             raise ValueError(f"condition '{name}' needs one value per clip ({pixels.shape[0]}), "
                              f"got shape {tuple(tensor.shape)}")
         extra[name] = tensor.contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"video": pixels, "label": torch.tensor(labels, dtype=torch.long),
-               "fps": torch.tensor(fps, dtype=torch.float32), **extra}, str(tmp))
-    tmp.replace(path)
+    data = save({"video": pixels, "label": torch.tensor(labels, dtype=torch.long),
+                 "fps": torch.tensor(fps, dtype=torch.float32), **extra})
+    atomic_write(path, lambda handle: handle.write(data))  # a temporary beside it, removed if it fails
 
 
 def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

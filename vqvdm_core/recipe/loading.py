@@ -37,6 +37,10 @@ def load_recipe(
     else:
         path = Path(source)
         label = str(path)
+        if path.is_dir():
+            inside = path / "recipe.yaml"
+            hint = f" (a run directory: its recipe is {inside})" if inside.is_file() else ""
+            raise RecipeError([("", f"{path} is a directory, not a recipe file{hint}")], source=None)
         if not path.is_file():
             raise RecipeError([("", f"recipe file not found: {path}")], source=None)
         try:

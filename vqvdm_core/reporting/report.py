@@ -535,9 +535,26 @@ def _denoiser_media(run: Path, recipe: dict[str, Any], meta: dict[str, Any]) -> 
     return f"<p class='settings'>{_esc(note)}</p><div class='media clips'>{figures}</div>" + files + earlier
 
 
+def _check_writable(run: Path) -> None:
+    from vqvdm_core.errors import UserError
+    from vqvdm_core.io.paths import check_can_write
+    from vqvdm_core.reporting import media as report_media
+
+    page, folder = run / "report.html", run / report_media.FOLDER
+    if page.is_dir():
+        raise UserError(f"cannot write the report {page}: it is a directory; move it away")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"cannot write the report's pictures to {folder}: it is not a folder; move it away")
+    check_can_write(page, what="the report")
+
+
 def build_report(run: Path) -> Path:
-    """Write ``run/report.html`` from whatever the run has produced so far; return its path."""
+    """Write ``run/report.html`` from whatever the run has produced so far; return its path.
+
+    Refused (:class:`~vqvdm_core.errors.UserError`) before anything is written when ``report.html``
+    or ``report_files`` is in the way (a directory, a file) or the run directory is not writable."""
     run = Path(run)
+    _check_writable(run)
     recipe = _read_recipe(run)
     recipe_text = (run / "recipe.yaml").read_text() if (run / "recipe.yaml").is_file() else ""
     env = _read_json(run / "environment.json") or {}

@@ -20,8 +20,11 @@ from vqvdm_core.errors import UserError
 
 __all__ = [
     "DeviceError",
+    "MemoryBudgetError",
     "autocast",
     "autocast_dtype",
+    "available_memory",
+    "check_fits",
     "check_precision",
     "cpu_has_native_bf16",
     "resolve_device",
@@ -33,6 +36,50 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 class DeviceError(UserError):
     """A device or precision this machine cannot provide."""
+
+
+class MemoryBudgetError(UserError):
+    """What was asked for would not fit in the memory this machine has free: refused before any work."""
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes free for new allocations on ``device``: the CPU's ``MemAvailable`` (Linux; elsewhere the
+    free physical pages), a CUDA device's free memory; None where it cannot be told."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError
+
+
+def check_fits(nbytes: float, *, what: str, advice: str, device: torch.device | str = "cpu",
+               available: int | None = None) -> None:
+    """Raise :class:`MemoryBudgetError` when ``nbytes`` (what the work will hold at once) exceeds the
+    memory free on ``device`` (``available`` overrides the measurement); a no-op when it cannot be told."""
+    free = available_memory(device) if available is None else available
+    if free is not None and nbytes > free:
+        raise MemoryBudgetError(f"{what} needs about {_size(nbytes)} of memory; {_size(free)} is free on "
+                                f"{torch.device(device)}. {advice}")
 
 
 def _mps_available() -> bool:

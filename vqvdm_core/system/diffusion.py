@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from vqvdm_core.errors import ComponentError, UserError
+from vqvdm_core.errors import ComponentError, UserError, state_dict_mismatch
 from vqvdm_core.interfaces import (
     NO_LABEL,
     Conditioner,
@@ -210,7 +210,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         try:
             self.load_state_dict({k: state_dict[k] for k in expected}, strict=False)
         except RuntimeError as exc:
-            raise UserError(f"the checkpoint does not match this system: {exc}") from None
+            raise UserError(f"the checkpoint does not match this system: {state_dict_mismatch(exc)}") from None
 
     # -- conditioning ---------------------------------------------------------------------------
 

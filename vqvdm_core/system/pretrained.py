@@ -436,6 +436,10 @@ def _build(folder: Path, slot: str, kind: str, entry: Any, listed: set[str], reg
         state = load_file(weights_path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise PretrainedFolderError(f"cannot read {weights_path}: {brief(exc)}") from None
+    from vqvdm_core.io.weights import check_finite
+
+    check_finite(state, weights_path, advice="the weights are unusable; export the pipeline again from a run "
+                 "whose training did not diverge")
     try:
         obj.load_state_dict(state, strict=True)
     except RuntimeError as exc:
