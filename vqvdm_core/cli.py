@@ -606,6 +606,14 @@ def evaluate(
                             "overwrites: choose another path")
         if target.is_file() and out_path.resolve() == target.resolve():
             raise UserError(f"--out {out_path} is the samples file being evaluated: choose another path")
+        if out_path.suffix.lower() != ".json":
+            raise UserError(f"--out {out_path}: the report is a JSON file; give a path ending in .json")
+        resolved = out_path.resolve()
+        earlier_report = resolved.name.endswith(".metrics.json") or (
+            resolved.parent == ctx.run.stage_dir("evaluate").resolve() and resolved.name.startswith("metrics-"))
+        if resolved.exists() and ctx.run.path.resolve() in resolved.parents and not earlier_report:
+            raise UserError(f"--out {out_path} is a file of the run {ctx.run.path} (a record, weights or "
+                            "the recipe), which `vqvdm evaluate` never overwrites: choose a new file")
     if target.is_file():
         written = out_path or target.with_name(f"{target.stem}.metrics.json")
         with ctx.loggers:  # the recipe's experiment loggers get the scores; closed even on failure

@@ -237,6 +237,28 @@ def test_evaluate_never_overwrites_the_stage_report_or_the_samples_it_reads(run_
     assert snapshot(run_copy) == before
 
 
+@pytest.mark.parametrize("target, out, shown", [
+    (".", "evaluate/stage.json", "is a file of the run"),
+    ("sample/samples.safetensors", "denoiser/stage.json", "is a file of the run"),
+    (".", "recipe.yaml", "the report is a JSON file; give a path ending in .json"),
+    (".", "denoiser/denoiser.safetensors", "the report is a JSON file; give a path ending in .json"),
+])
+def test_evaluate_never_overwrites_a_record_weights_or_the_recipe_of_the_run(run_copy, target, out, shown):
+    before = snapshot(run_copy)
+    result, text = _invoke("evaluate", run_copy / target, "--steps", "2", "--out", run_copy / out)
+    _refused(result, text, f"--out {run_copy / out}", shown)
+    assert snapshot(run_copy) == before
+
+
+def test_evaluate_may_rewrite_an_earlier_report_of_its_own(run_copy):
+    earlier = run_copy / "evaluate" / "metrics-mine.json"
+    earlier.write_text("{}")
+    result, text = _invoke("evaluate", run_copy, "--metrics", "mean_brightness", "--num-samples", "2",
+                           "--guidance", "1", "--steps", "2", "--out", earlier)
+    assert result.exit_code == 0, text
+    assert "mean_brightness" in earlier.read_text()
+
+
 def test_evaluate_suggests_a_json_name_for_an_out_that_is_a_directory(run_copy, tmp_path):
     (tmp_path / "od" / "m.json").mkdir(parents=True)
     result, text = _invoke("evaluate", run_copy, "--out", tmp_path / "od" / "m.json")

@@ -110,11 +110,56 @@ def grid(meta: dict[str, Any], *, labels: list[int] | Literal["all"] | None,
                                          [_caption(meta, *p) for p in pairs]))
 
 
-def cycle(meta: dict[str, Any], count: int, *, fps: list[float] | None) -> Conditions:
+def cycle(meta: dict[str, Any], count: int, *, fps: list[float] | None) -> "CycledConditions":
     """``count`` conditions cycling evenly through every class and FPS value (for metrics)."""
     base = grid({k: v for k, v in meta.items() if k != "condition_values"}, labels="all", fps=fps,
                 per_condition=1)
-    def cycled(values: list[Any]) -> list[Any]:  # one list slot per clip; the values are shared
-        return list(itertools.islice(itertools.cycle(values), count))
+    extra = {k: list(v) for k, v in (meta.get("condition_values") or {}).items() if v}
+    return CycledConditions(base, count, extra)
 
-    return _with_values(meta, Conditions(cycled(base.labels), cycled(base.fps), cycled(base.captions)))
+
+class CycledConditions:
+    """What :func:`cycle` returns: ``count`` conditions, clip ``i`` taking the ``i``-th (class, FPS) pair
+    of ``base`` and the ``i``-th value of each other field, both cycled. Made a chunk at a time, so an
+    evaluation of millions of clips holds no list of them; the attributes of :class:`Conditions`
+    (``labels``, ``fps``, ``captions``, ``values``, ``as_lists``, ``tensors``) make the whole list."""
+
+    def __init__(self, base: Conditions, count: int, extra: dict[str, list[float]]):
+        self.base, self.count, self.extra = base, count, extra
+
+    def __len__(self) -> int:
+        return self.count
+
+    def chunk(self, start: int, stop: int) -> Conditions:
+        rows = range(max(0, start), min(stop, self.count))
+        n = len(self.base)
+        values = {k: [v[i % len(v)] for i in rows] for k, v in self.extra.items()}
+        captions = [" ".join([self.base.captions[i % n], *(f"{k} {values[k][j]:g}" for k in values)])
+                    for j, i in enumerate(rows)]
+        return Conditions([self.base.labels[i % n] for i in rows], [self.base.fps[i % n] for i in rows],
+                          captions, values)
+
+    def _whole(self) -> Conditions:
+        return self.chunk(0, self.count)
+
+    @property
+    def labels(self) -> list[int]:
+        return self._whole().labels
+
+    @property
+    def fps(self) -> list[float]:
+        return self._whole().fps
+
+    @property
+    def captions(self) -> list[str]:
+        return self._whole().captions
+
+    @property
+    def values(self) -> dict[str, list[float]]:
+        return self._whole().values
+
+    def as_lists(self) -> dict[str, list[Any]]:
+        return self._whole().as_lists()
+
+    def tensors(self, device: "torch.device | str" = "cpu") -> "dict[str, torch.Tensor]":
+        return self._whole().tensors(device)
