@@ -599,21 +599,7 @@ def evaluate(
         raise MissingFileError(f"{target} does not exist: give a run directory or a samples file inside one")
     ctx = open_run(target, overrides, console=out)
     if out_path is not None:
-        _check_writable(out_path, example="metrics.json")
-        own = ctx.run.stage_dir("evaluate") / "metrics.json"
-        if out_path.resolve() == own.resolve():
-            raise UserError(f"--out {out_path} is the evaluate stage's own report, which `vqvdm evaluate` never "
-                            "overwrites: choose another path")
-        if target.is_file() and out_path.resolve() == target.resolve():
-            raise UserError(f"--out {out_path} is the samples file being evaluated: choose another path")
-        if out_path.suffix.lower() != ".json":
-            raise UserError(f"--out {out_path}: the report is a JSON file; give a path ending in .json")
-        resolved = out_path.resolve()
-        earlier_report = resolved.name.endswith(".metrics.json") or (
-            resolved.parent == ctx.run.stage_dir("evaluate").resolve() and resolved.name.startswith("metrics-"))
-        if resolved.exists() and ctx.run.path.resolve() in resolved.parents and not earlier_report:
-            raise UserError(f"--out {out_path} is a file of the run {ctx.run.path} (a record, weights or "
-                            "the recipe), which `vqvdm evaluate` never overwrites: choose a new file")
+        _check_evaluate_out(out_path, target, ctx.run)
     if target.is_file():
         written = out_path or target.with_name(f"{target.stem}.metrics.json")
         with ctx.loggers:  # the recipe's experiment loggers get the scores; closed even on failure
@@ -627,6 +613,27 @@ def evaluate(
                 out.print(f"took over {ctx.run.path} from process {previous}, which is no longer running")
             evaluate_stage.run(ctx, out=written)
     out.print(f"wrote {written}")
+
+
+def _check_evaluate_out(out_path: Path, target: Path, run: Any) -> None:
+    """Refuse an ``evaluate --out`` that cannot be written, is not JSON, or would overwrite a file of the
+    run (the stage's own report, the samples being scored, a record, weights, the recipe) other than
+    an earlier ``vqvdm evaluate`` report."""
+    _check_writable(out_path, example="metrics.json")
+    resolved = out_path.resolve()
+    evaluate_dir = run.stage_dir("evaluate").resolve()
+    if resolved == evaluate_dir / "metrics.json":
+        raise UserError(f"--out {out_path} is the evaluate stage's own report, which `vqvdm evaluate` never "
+                        "overwrites: choose another path")
+    if target.is_file() and resolved == target.resolve():
+        raise UserError(f"--out {out_path} is the samples file being evaluated: choose another path")
+    if out_path.suffix.lower() != ".json":
+        raise UserError(f"--out {out_path}: the report is a JSON file; give a path ending in .json")
+    earlier_report = resolved.name.endswith(".metrics.json") or (
+        resolved.parent == evaluate_dir and resolved.name.startswith("metrics-"))
+    if resolved.exists() and run.path.resolve() in resolved.parents and not earlier_report:
+        raise UserError(f"--out {out_path} is a file of the run {run.path} (a record, weights or the recipe), "
+                        "which `vqvdm evaluate` never overwrites: choose a new file")
 
 
 @app.command()
