@@ -154,6 +154,14 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _finite_non_negative(value: float | None) -> float | None:
+    """A finite number >= 0 (nan is named as not finite, not as out of range)."""
+    _finite(value)
+    if value is not None and value < 0:
+        raise typer.BadParameter(f"{value} is negative; give a number >= 0")
+    return value
+
+
 def _fps_values(value: list[float]) -> list[float]:
     """FPS values must be positive and finite (the FPS conditioner embeds them; speed follows 1/FPS)."""
     for v in value:
@@ -390,10 +398,10 @@ def sample(
         "(fast) or reconstruction (VDM's reconstruction guidance, a backward pass per step).",
         callback=_known_frames_method),
     reconstruction_weight: float = typer.Option(
-        2.0, "--reconstruction-weight", min=0.0, callback=_finite,
+        2.0, "--reconstruction-weight", callback=_finite_non_negative,
         help="Reconstruction guidance weight w_r (with --known-frames reconstruction)."),
     known_guidance: Optional[float] = typer.Option(
-        None, "--known-guidance", min=0.0, callback=_finite,
+        None, "--known-guidance", callback=_finite_non_negative,
         help="Guidance scale on the known frames (history guidance) for a denoiser trained with "
         "known_frames: 1 = off; default: the recipe's sample.known_guidance."),
 ) -> None:

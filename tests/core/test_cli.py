@@ -226,6 +226,9 @@ def test_bad_override_text_is_reported(tmp_path, standins, bad):
     ("sample", ["--fps", "-8"], "FPS values must be positive finite numbers, got -8.0"),
     ("sample", ["--fps", "inf"], "FPS values must be positive finite numbers, got inf"),
     ("evaluate", ["--guidance", "3", "--guidance", "nan"], "nan is not a finite number"),
+    ("sample", ["--known-guidance", "nan"], "nan is not a finite number"),
+    ("sample", ["--known-guidance", "-1"], "-1.0 is negative; give a number >= 0"),
+    ("sample", ["--reconstruction-weight", "inf"], "inf is not a finite number"),
 ])
 def test_non_finite_or_out_of_range_numbers_are_refused_before_the_run_is_opened(tmp_path, command, args,
                                                                                   fragment):
