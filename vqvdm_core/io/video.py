@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -153,16 +154,26 @@ def _wanted(index: int, start: int, num_frames: int | None, stride: int) -> tupl
     return True, num_frames is not None and k + 1 >= num_frames
 
 
-def _read_sequential(container, stream, start: int, num_frames: int | None,
-                     stride: int) -> list[np.ndarray]:
+def _collect(indexed: Iterable[tuple[int, Any]], start: int, num_frames: int | None,
+             stride: int) -> list[np.ndarray]:
+    """The wanted frames (:func:`_wanted`) of ``(frame index, decoded frame)`` pairs, as RGB arrays."""
     frames: list[np.ndarray] = []
-    for index, frame in enumerate(container.decode(stream)):
+    for index, frame in indexed:
         take, done = _wanted(index, start, num_frames, stride)
         if take:
             frames.append(_frame_rgb(frame))
         if done:
             break
     return frames
+
+
+def _read_sequential(container, stream, start: int, num_frames: int | None,
+                     stride: int) -> list[np.ndarray]:
+    return _collect(enumerate(container.decode(stream)), start, num_frames, stride)
+
+
+class _UnsafeSeek(Exception):
+    """Frame times after a seek cannot be trusted: decode from the start instead."""
 
 
 def _read_after_seek(container, stream, fps: float, start: int, num_frames: int | None,
@@ -174,21 +185,22 @@ def _read_after_seek(container, stream, fps: float, start: int, num_frames: int 
     origin = float((stream.start_time or 0) * time_base)  # seconds of frame 0
     target = int((origin + (start - 0.5) / fps) / time_base)
     container.seek(max(target, 0), stream=stream, backward=True, any_frame=False)
-    frames: list[np.ndarray] = []
-    first = True
-    for frame in container.decode(stream):
-        if frame.pts is None:
-            return None
-        index = round((float(frame.pts * time_base) - origin) * fps)
-        if first and index > start:
-            return None  # the seek overshot: times and indices disagree, decode from the start
-        first = False
-        take, done = _wanted(index, start, num_frames, stride)
-        if take:
-            frames.append(_frame_rgb(frame))
-        if done:
-            break
-    return frames
+
+    def indexed() -> Iterator[tuple[int, Any]]:
+        first = True
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                raise _UnsafeSeek
+            index = round((float(frame.pts * time_base) - origin) * fps)
+            if first and index > start:
+                raise _UnsafeSeek  # the seek overshot: times and indices disagree
+            first = False
+            yield index, frame
+
+    try:
+        return _collect(indexed(), start, num_frames, stride)
+    except _UnsafeSeek:
+        return None
 
 
 # --------------------------------------------------------------------------------------------
