@@ -93,12 +93,38 @@ def _largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
     return max((float((a[k].double() - b[k].double()).abs().max()), k) for k in keys)
 
 
-def _assert_same_logs(one: Path, two: Path, keys: tuple[str, ...]) -> None:
+def _largest_relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys) -> tuple[float, str]:
+    """The largest ``||a - b|| / ||a||`` (Frobenius norms) over ``keys``, and its key."""
+    return max((float((a[k].double() - b[k].double()).norm() / a[k].double().norm().clamp_min(1e-30)), k)
+               for k in keys)
+
+
+def _assert_same_logs(one: Path, two: Path, keys: tuple[str, ...], *, steps: list[int], rtol: float) -> None:
     logs = [_train_records(run / "metrics.jsonl") for run in (one, two)]
-    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [5, 10, 15, 20]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == steps
     for r1, r2 in zip(*logs):
         for key in keys:
-            assert abs(r1[key] - r2[key]) <= 1e-5 * max(1.0, abs(r1[key])), (one.name, r1["step"], key, r1[key], r2[key])
+            assert abs(r1[key] - r2[key]) <= rtol * max(1.0, abs(r1[key])), (one.name, r1["step"], key, r1[key], r2[key])
+
+
+# Without shards the runs agree up to rounding, and the tokenizer's training amplifies rounding:
+# its codebook's nearest-code decisions flip on near-ties (from the first steps on), and a flipped
+# code moves the encoder (straight through) and the codebook's statistics. In the quickstart's
+# tokenizer the logged losses of 1 and 2 processes part by ~5e-7 at step 5 and ~5e-5 at step 20, the
+# weights by up to 5e-5 (AMD EPYC, AVX2; < 1e-5 on an Intel Xeon): a fixed bound after 20 steps holds
+# on one CPU and not on another (docs/engine.md). After 5 steps the weights differ by <= 6e-6 of
+# their norm while training has moved them by ~2e-2 of it, which is what a draw or data mismatch
+# between the processes would change: the bound of 1e-4 sits over an order of magnitude from either.
+# The denoiser makes no decisions and stays at rounding (<= 1.2e-7 after 20 steps). Bit for bit on
+# any CPU: the sharded test below.
+DEFAULT_PATH = [
+    "data.train.num_clips=256",
+    "train.tokenizer.steps=5", "train.tokenizer.log_every=1", "train.tokenizer.val_clips=0",
+    "train.tokenizer.ckpt_every=5",
+    "train.denoiser.steps=20", "train.denoiser.log_every=5", "train.denoiser.val_clips=0",
+    "train.denoiser.ckpt_every=20",
+]
+ROUNDING = 1e-4  # relative difference of a tensor (Frobenius), of a logged loss
 
 
 @needs_torchrun
@@ -106,35 +132,39 @@ def test_quickstart_training_is_the_same_on_one_or_two_processes(tmp_path):
     from safetensors.torch import load_file
 
     # Tokenizer stage: 1 process vs 2.
-    one = _run_quickstart(tmp_path / "one", 1, "tokenizer", "latents")
-    two = _run_quickstart(tmp_path / "two", 2, "tokenizer")
+    one = _run_quickstart(tmp_path / "one", 1, "tokenizer", "latents", sets=DEFAULT_PATH)
+    two = _run_quickstart(tmp_path / "two", 2, "tokenizer", sets=DEFAULT_PATH)
     a, b = (load_file(run / "tokenizer" / "tokenizer.safetensors") for run in (one, two))
     assert a.keys() == b.keys()
-    params = [k for k in a if not k.startswith("quantizer.")]
-    worst, key = _largest_difference(a, b, params)
-    assert worst <= 1e-5, f"tokenizer weight {key} differs by {worst}"
-    # The codebook: initialised from the first global batch's vectors (with one process's draw) and
-    # updated from global counts and sums. Rounding differences of ~1e-7 move a vector that is
-    # equally near two codes to the other one now and then (a few codes of 1024 in 20 steps); every
-    # other code must agree, and the assignments must add up to the same total.
-    rows = (a["quantizer.codebook"] - b["quantizer.codebook"]).abs().amax(dim=1)
-    assert float((rows <= 1e-5).float().mean()) >= 0.9, f"{int((rows > 1e-5).sum())} of {len(rows)} codes differ"
-    assert torch.allclose(a["quantizer.ema_count"].sum(), b["quantizer.ema_count"].sum(), rtol=1e-6)
-    _assert_same_logs(one / "tokenizer", two / "tokenizer", ("loss/generator", "l2", "commitment"))
+    params = [k for k in a if a[k].is_floating_point() and not k.startswith("quantizer.")]
+    worst, key = _largest_relative_difference(a, b, params)
+    assert worst <= ROUNDING, f"tokenizer weight {key} differs by {worst:.2e} of its norm"
+    # The codebook, initialised from the first global batch's vectors and updated from global counts
+    # and sums: a near-tie flip moves one vector's count from a code to another (measured after 5
+    # steps: 1.7e-5 of the counts, the codebook by 2.3e-5 of its norm), and the counts add up to the
+    # same total (the EMA of a global batch's number of vectors) whatever the decisions.
+    counts = a["quantizer.ema_count"], b["quantizer.ema_count"]
+    assert torch.allclose(counts[0].sum(), counts[1].sum(), rtol=1e-6)
+    assert float((counts[0] - counts[1]).abs().sum() / counts[0].sum()) <= 1e-3
+    worst, key = _largest_relative_difference(a, b, ["quantizer.codebook"])
+    assert worst <= 1e-3, f"codebook differs by {worst:.2e} of its norm"
+    _assert_same_logs(one / "tokenizer", two / "tokenizer", ("loss/generator", "l2", "commitment"),
+                      steps=[1, 2, 3, 4, 5], rtol=ROUNDING)
 
     # Denoiser stage on the same tokenizer and latents: 1 process vs 2.
     shutil.copytree(tmp_path / "one", tmp_path / "shared")
     shared = tmp_path / "shared" / "quickstart"
-    one = _run_quickstart(tmp_path / "one", 1, "denoiser")
-    two = _run_quickstart(tmp_path / "shared", 2, "denoiser")
+    one = _run_quickstart(tmp_path / "one", 1, "denoiser", sets=DEFAULT_PATH)
+    two = _run_quickstart(tmp_path / "shared", 2, "denoiser", sets=DEFAULT_PATH)
     assert shared == two
     ema = [load_file(run / "denoiser" / "denoiser.safetensors") for run in (one, two)]
-    worst, key = _largest_difference(*ema, [k for k in ema[0] if ema[0][k].is_floating_point()])
-    assert worst <= 1e-5, f"denoiser EMA weight {key} differs by {worst}"
+    worst, key = _largest_relative_difference(*ema, [k for k in ema[0] if ema[0][k].is_floating_point()])
+    assert worst <= ROUNDING, f"denoiser EMA tensor {key} differs by {worst:.2e} of its norm"
     raw = [torch.load(run / "denoiser" / "checkpoints" / "last.pt", weights_only=True)["model"] for run in (one, two)]
-    worst, key = _largest_difference(*raw, [k for k in raw[0] if raw[0][k].is_floating_point()])
-    assert worst <= 1e-5, f"denoiser weight {key} differs by {worst}"
-    _assert_same_logs(one / "denoiser", two / "denoiser", ("loss/denoiser", "loss", "known_fraction"))
+    worst, key = _largest_relative_difference(*raw, [k for k in raw[0] if raw[0][k].is_floating_point()])
+    assert worst <= ROUNDING, f"denoiser tensor {key} differs by {worst:.2e} of its norm"
+    _assert_same_logs(one / "denoiser", two / "denoiser", ("loss/denoiser", "loss", "known_fraction"),
+                      steps=[5, 10, 15, 20], rtol=ROUNDING)
 
 
 # The same, computed as 2 shards (one process: both, one after the other; two processes: one each),

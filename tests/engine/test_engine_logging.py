@@ -7,7 +7,7 @@ import json
 import re
 
 import torch
-from engine_toys import ToyPairs, make_gan, make_trainer, settings
+from engine_toys import ToyGAN, ToyPairs, make_gan, make_trainer, settings
 from PIL import Image
 from rich.console import Console
 
@@ -88,6 +88,36 @@ def test_validation_sees_ema_weights_in_eval_mode_without_grad(tmp_path):
     make_trainer(plain, s, tmp_path / "b").fit(ToyPairs(8))
     for name, value in plain.state_dict().items():
         assert torch.equal(value, model.state_dict()[name]), name
+
+
+class _ModeTiedGAN(ToyGAN):
+    """A toy whose ``train()`` switches state with the mode, as the U-Net's channels-last weights."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__(noise=True)
+        self.eval_layout = False
+        self.layouts_trained_on: list[bool] = []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.eval_layout = not mode
+        return self
+
+    def training_step(self, batch, *, step):
+        self.layouts_trained_on.append(self.eval_layout)
+        return super().training_step(batch, step=step)
+
+
+def test_training_after_validation_goes_on_in_the_state_train_mode_sets(tmp_path):
+    # Validation switches to eval mode and back through train(): a module that ties state to its
+    # mode (the U-Net's weight layout) must find it undone, or rank 0 alone trains on differently.
+    s = settings(steps=5, val_every=2)
+    model = _ModeTiedGAN()
+    seen = []
+    make_trainer(model, s, tmp_path, validate=lambda m, step: seen.append(m.eval_layout) or {}).fit(ToyPairs(8))
+    assert seen == [True, True, True]  # validation ran in the eval state
+    assert model.layouts_trained_on == [False] * 5 and not model.eval_layout and model.training
 
 
 def test_durations_read_naturally():

@@ -504,6 +504,7 @@ class Trainer(CheckpointState, WindowLogging):
         if not progress.rich:  # a log says what the next minutes go to (sampling can be slow)
             progress.message(f"{self.description} step {self.step}/{self.settings.steps} validating")
         model = self.model
+        was_training = model.training
         modes = [(m, m.training) for m in model.modules()]
         swap = self.ema.swapped_in(model) if self.ema is not None else contextlib.nullcontext()
         with fork_rng(), torch.no_grad(), swap:
@@ -511,6 +512,11 @@ class Trainer(CheckpointState, WindowLogging):
             try:
                 results = dict(self.validate(model, self.step) or {})
             finally:
+                # Back through ``train()``, not by setting the flags alone: a module may tie state
+                # to its mode (the U-Net's weights are channels-last in eval mode) and must undo it,
+                # or rank 0 alone would train on after validation with other kernels than the rest.
+                # Then each module's own flag exactly as it was (a frozen part stays in eval mode).
+                model.train(was_training)
                 for m, mode in modes:
                     m.training = mode
         values = {}
