@@ -7,6 +7,7 @@ lossy compression.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,16 +36,26 @@ def frame_index(frame: torch.Tensor) -> int:
 
 
 def make_video(path: Path, num_frames: int, fps: float, *, codec: str = "libx264",
-               gop: int = 4) -> Path:
-    """Encode ``num_frames`` frames of :func:`frame_pixels` at ``fps`` with PyAV."""
+               gop: int = 4, slots: Sequence[int] | None = None) -> Path:
+    """Encode ``num_frames`` frames of :func:`frame_pixels` at ``fps`` with PyAV.
+
+    ``slots``: a variable frame rate, frame ``i`` shown at ``slots[i] / fps`` seconds (strictly
+    increasing; ``[0, 1, 2, 10, 11]`` pauses for 7 frame times after the third frame).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         quality = {"crf": "4"} if codec == "libx264" else {"qscale": "2"}  # mpeg4: xvid-like AVI
         stream.options = {"g": str(gop), **quality}
+        if slots is not None:
+            assert len(slots) == num_frames
+            stream.time_base = stream.codec_context.time_base = 1 / rate
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(frame_pixels(i), format="rgb24")
+            if slots is not None:
+                frame.pts, frame.time_base = slots[i], 1 / rate
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

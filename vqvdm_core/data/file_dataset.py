@@ -11,8 +11,9 @@
 * a video that fails at that point (corrupt data, a file deleted since indexing) is added to
   ``skipped`` with a warning and another video stands in, so an epoch never stops on one bad file.
 
-Two ready bases: :class:`VideoFileDataset` (files decoded with PyAV; frame counts probed once
-and cached, see :mod:`~vqvdm_core.data.probe_cache`) and :class:`FrameFolderDataset` (folders of
+Two ready bases: :class:`VideoFileDataset` (files decoded with PyAV; frame counts, FPS and the
+frame times of variable-frame-rate files probed once and cached, see
+:mod:`~vqvdm_core.data.probe_cache`) and :class:`FrameFolderDataset` (folders of
 frame images; the FPS comes from the config, since images carry none).
 
 ``skipped`` lives in each process: failures found by DataLoader worker processes at load time
@@ -34,12 +35,13 @@ from pydantic import Field
 from torch import Tensor
 
 from vqvdm_core.data.clips import ClipConfig, choose_start, clip_span, frames_to_clip
-from vqvdm_core.data.probe_cache import ProbeCache
+from vqvdm_core.data.probe_cache import ProbeCache, ProbeResult
 from vqvdm_core.data.scan import absent, read_frame_files
 from vqvdm_core.errors import MissingFileError
 from vqvdm_core.interfaces import VideoDataset
 from vqvdm_core.interfaces.configurable import FilePurpose
-from vqvdm_core.io.video import VideoReadError, probe_video, read_video
+from vqvdm_core.io.frame_times import FrameTimes
+from vqvdm_core.io.video import VideoReadError, probe_frame_times, probe_video, read_video
 
 __all__ = [
     "DataWarning",
@@ -70,6 +72,9 @@ class VideoRecord:
     fps: float
     frame_files: tuple[str, ...] | None = None
     """For a folder of frames: the image files in order."""
+    frame_times: FrameTimes | None = None
+    """For a variable-frame-rate video file: its frames' times, which seeks go by (None: a constant
+    rate, frame ``n`` at ``n / fps``)."""
 
 
 class FileClipDataset(VideoDataset):
@@ -286,22 +291,33 @@ class VideoFileDataset(FileClipDataset):
         for path, label in found:
             result = cache.get(path) if cache is not None else None
             if result is None:
-                try:
-                    result = probe_video(path)
-                except (VideoReadError, MissingFileError) as exc:
-                    result = f"unreadable: {exc}"
+                result = self._probe(path)
                 if cache is not None:
                     cache.put(path, result)
             if isinstance(result, str):
                 self.skip(path, result)
             else:
-                records.append(VideoRecord(str(path), label, *result))
+                num_frames, fps, times = result
+                records.append(VideoRecord(str(path), label, num_frames, fps, frame_times=times))
         if cache is not None:
             cache.save()
         return records, class_names
 
+    @staticmethod
+    def _probe(path: Path) -> ProbeResult:
+        """Frame count, FPS and (variable frame rate only) frame times of ``path``, or why it is
+        unusable. A variable-frame-rate file's FPS is its rate while it runs (FrameTimes.rate): a
+        pause does not lower it, as it lowers the container's average rate."""
+        try:
+            num_frames, fps = probe_video(path)
+            times = probe_frame_times(path)
+        except (VideoReadError, MissingFileError) as exc:
+            return f"unreadable: {exc}"
+        return num_frames, (times.rate if times is not None else None) or fps, times
+
     def read_frames(self, record: VideoRecord, *, start: int, count: int, stride: int) -> Tensor:
-        frames, _ = read_video(record.path, start=start, num_frames=count, stride=stride)
+        frames, _ = read_video(record.path, start=start, num_frames=count, stride=stride,
+                               frame_times=record.frame_times)
         return frames
 
 

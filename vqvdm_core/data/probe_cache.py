@@ -1,4 +1,5 @@
-"""A small JSON cache of what probing each video file found: ``(frames, fps)`` or why it failed.
+"""A small JSON cache of what probing each video file found: ``(frames, fps, frame times)`` or why
+it failed (the frame times only for a variable-frame-rate file, see :mod:`vqvdm_core.io.frame_times`).
 
 Opening 13k UCF-101 files to read their frame counts takes a while; the answers are kept in one
 JSON file per data set root, ``<cache dir>/probe-<hash of the root>.json``. An entry is trusted
@@ -17,12 +18,15 @@ import warnings
 from pathlib import Path
 from typing import Union
 
+from vqvdm_core.io.frame_times import FrameTimes
+
 __all__ = ["ProbeCache", "ProbeResult", "default_cache_dir"]
 
-ProbeResult = Union[tuple[int, float], str]
-"""``(num_frames, fps)`` of a readable video, or the reason it is unusable."""
+ProbeResult = Union[tuple[int, float, Union[FrameTimes, None]], str]
+"""``(num_frames, fps, frame times)`` of a readable video (the times None for a constant frame
+rate), or the reason it is unusable."""
 
-_VERSION = 1
+_VERSION = 2  # 2: frame times of variable-frame-rate files (files cached by 1 are probed again)
 
 
 def default_cache_dir() -> Path:
@@ -76,13 +80,26 @@ class ProbeCache:
         """The cached result for ``path``, or None when unknown or the file changed since."""
         entry = self._entries.get(self._key(path))
         stamp = self._stamp(path)
-        if entry is None or stamp is None or [entry.get("size"), entry.get("mtime_ns")] != list(stamp):
+        result = None
+        fresh = entry is not None and stamp is not None and [entry.get("size"), entry.get("mtime_ns")] == list(stamp)
+        if fresh:
+            result = self._result(entry)
+        if result is None:
             self.misses += 1
-            return None
-        self.hits += 1
+        else:
+            self.hits += 1
+        return result
+
+    @staticmethod
+    def _result(entry: dict) -> ProbeResult | None:
+        """What ``entry`` says; None for a damaged one (the file is probed again)."""
         if "error" in entry:
             return str(entry["error"])
-        return int(entry["frames"]), float(entry["fps"])
+        try:
+            times = FrameTimes.from_json(entry["times"]) if "times" in entry else None
+            return int(entry["frames"]), float(entry["fps"]), times
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def put(self, path: Path, result: ProbeResult) -> None:
         """Remember ``result`` for ``path`` (stamped with its current size and mtime)."""
@@ -94,6 +111,8 @@ class ProbeCache:
             entry["error"] = result
         else:
             entry["frames"], entry["fps"] = int(result[0]), float(result[1])
+            if result[2] is not None:
+                entry["times"] = result[2].to_json()
         self._entries[self._key(path)] = entry
         self._dirty = True
 

@@ -1,15 +1,23 @@
 """Finding videos on disk: video files, folders of frames, and reading a run of frame images.
 
-Walks are sorted (names compared with numbers as numbers, ``frame_2`` before ``frame_10``) so
-every process sees the same order, follow symbolic links (data sets are often linked into place)
-and ignore hidden entries (``.DS_Store``, macOS ``._name.mp4`` shadow files).
+Walks are sorted (names compared with numbers as numbers, ``frame_2`` before ``frame_10``; a folder
+before the folders in it, as ``os.walk`` goes top-down) so every process sees the same order, and
+ignore hidden entries (``.DS_Store``, macOS ``._name.mp4`` shadow files). They follow symbolic
+links, also to folders outside the root (data sets are often linked into place from where they are
+stored), but visit each real folder once, told by ``(st_dev, st_ino)``: a link to the folder itself,
+to a folder above it or to a folder already met is passed over, so a link cycle ends the walk there
+instead of repeating the tree. Beside it, a real folder is kept before a link to it. Each real video
+file is found once too (a second link or hard link to it is passed over); frames in a folder are not
+(a link to a frame repeats that frame). A walk lists one folder at a time (``os.scandir``), with no
+recursion, so deep and wide trees are walked in bounded time and memory.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +27,7 @@ from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError
 from vqvdm_core.interfaces import NO_LABEL
+from vqvdm_core.io.frame_size import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, frame_size_problem
 from vqvdm_core.io.video import VideoReadError
 
 __all__ = [
@@ -67,18 +76,91 @@ def _normalise(extensions: Iterable[str]) -> tuple[str, ...]:
     return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
 
 
-def _walk(root: Path) -> Iterable[tuple[Path, list[str]]]:
-    """``(folder, sorted visible file names)`` for ``root`` and every folder below it, sorted."""
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=natural_key)
-        yield Path(folder), sorted((f for f in files if not f.startswith(".")), key=natural_key)
+_Identity = tuple[int, int | str]
+
+
+def _identity(path: str | os.PathLike[str]) -> _Identity | None:
+    """``(st_dev, st_ino)`` of what ``path`` points to (links followed); None if it cannot be read.
+    A file system that reports no inode numbers (0) gets the resolved path instead."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st.st_ino else (st.st_dev, os.path.realpath(path))
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows links; a broken link is not a folder
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
+    """``(folder, sorted visible names of what is not a folder)`` for ``root`` and every folder
+    below it: a folder, then each folder in it (sorted) with everything below that; each real
+    folder once (see the module's docstring)."""
+    seen: set[_Identity] = set()
+    root_identity = _identity(root)
+    if root_identity is not None:
+        seen.add(root_identity)
+    pending = [root]  # a stack: the next folder to list is the last
+    while pending:
+        folder = pending.pop()
+        dirs: list[os.DirEntry[str]] = []
+        names: list[str] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.name.startswith("."):
+                        if _is_dir(entry):
+                            dirs.append(entry)
+                        else:
+                            names.append(entry.name)
+        except OSError:
+            continue  # a folder that cannot be listed is passed over, as os.walk passes it
+        yield folder, sorted(names, key=natural_key)
+        dirs.sort(key=lambda entry: natural_key(entry.name))
+        pending.extend(reversed(_unseen(folder, dirs, seen)))
+
+
+def _unseen(folder: Path, dirs: list[os.DirEntry[str]], seen: set[_Identity]) -> list[Path]:
+    """The folders of ``dirs`` (in ``folder``, sorted) whose real folder is not in ``seen``, which
+    they join. Real folders claim theirs before links, so beside a folder a link to it is passed over."""
+    claimed = set()
+    for entry in sorted(dirs, key=_is_link):  # stable: real folders first, each group still sorted
+        identity = _identity(entry.path)
+        if identity is not None and identity not in seen:
+            seen.add(identity)
+            claimed.add(entry.name)
+    return [folder / entry.name for entry in dirs if entry.name in claimed]
 
 
 def find_files(root: Path, extensions: Sequence[str]) -> list[Path]:
-    """Every file under ``root`` whose suffix (case-insensitive) is in ``extensions``, sorted."""
+    """Every file under ``root`` whose suffix (case-insensitive) is in ``extensions``, sorted; each
+    real file once (a second path to it, through a link or a hard link, is passed over)."""
     exts = _normalise(extensions)
-    return [folder / name for folder, names in _walk(root) for name in names
-            if name.lower().endswith(exts)]
+    seen: set[_Identity] = set()
+    found = []
+    for folder, names in _walk(root):
+        for name in names:
+            if not name.lower().endswith(exts):
+                continue
+            path = folder / name
+            identity = _identity(path)  # None for a broken link: kept, and reported when probed
+            if identity in seen:
+                continue
+            if identity is not None:
+                seen.add(identity)
+            found.append(path)
+    return found
 
 
 def find_frame_folders(root: Path, extensions: Sequence[str]) -> list[tuple[Path, list[Path]]]:
@@ -119,10 +201,19 @@ def read_frame_files(files: Sequence[str | os.PathLike[str]], *, start: int, cou
     frames: list[np.ndarray] = []
     for file in chosen:
         try:
-            with Image.open(file) as image:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is lower
+                image = Image.open(file)  # reads the header only
+            with image:
+                problem = frame_size_problem(*image.size)
+                if problem:
+                    raise VideoReadError(f"frame {file} {problem}")
                 pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
         except FileNotFoundError as exc:
             raise VideoReadError(f"frame file vanished: {file}") from exc
+        except Image.DecompressionBombError as exc:  # a header far beyond our limit: PIL refuses first
+            raise VideoReadError(f"frame {file} is not decoded: {exc} (a frame may have at most "
+                                 f"{MAX_FRAME_PIXELS:,} pixels, {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE})") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise VideoReadError(f"cannot decode frame {file}: {exc}") from exc
         if frames and pixels.shape != frames[0].shape:

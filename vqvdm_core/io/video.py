@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -27,12 +27,15 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.io.frame_size import frame_size_problem
+from vqvdm_core.io.frame_times import FrameTimes
 from vqvdm_core.io.pixels import unit_range_to_uint8
 
 __all__ = [
     "VideoReadError",
     "read_video",
     "probe_video",
+    "probe_frame_times",
     "write_video",
     "video_grid",
     "grid_cells",
@@ -64,6 +67,11 @@ def _open(path: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise VideoReadError(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    problem = frame_size_problem(stream.width, stream.height)  # from the header: nothing decoded yet
+    if problem:
+        container.close()
+        raise VideoReadError(f"video {path} {problem}")
     return container
 
 
@@ -102,25 +110,87 @@ def probe_video(path: str | os.PathLike[str]) -> tuple[int, float]:
     return count, fps
 
 
+def probe_frame_times(path: str | os.PathLike[str]) -> FrameTimes | None:
+    """The presentation time of every frame of the first video stream, when they are needed.
+
+    None when frame ``n`` is shown at ``start + n / fps`` (a constant-rate stream: seeks use that
+    arithmetic), or when the packets carry no usable times (then a seek checks the decoded frames'
+    times and falls back to decoding from the first frame). Otherwise (a variable frame rate, e.g.
+    a pause in the stream) the times, by which :func:`read_video` finds frame ``n``.
+
+    Reads every packet of the stream once, without decoding (about 3 ms for a 7 s 320x240 AVI).
+    """
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        return _frame_times(container, stream, _stream_fps(stream, path))
+    except av.FFmpegError as exc:
+        raise VideoReadError(f"cannot read the packets of video {path}: {exc}") from exc
+    finally:
+        container.close()
+
+
+def _frame_times(container, stream, fps: float) -> FrameTimes | None:
+    """:func:`probe_frame_times` on an open container (left at its end)."""
+    time_base = stream.time_base
+    if time_base is None:
+        return None
+    pts: list[int] = []
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.is_discard:
+            continue  # the empty packet that ends the stream; packets decoded but never shown
+        if packet.pts is None:
+            return None
+        pts.append(packet.pts)
+    pts.sort()  # decoding order -> presentation order
+    if any(b <= a for a, b in zip(pts, pts[1:])):
+        return None  # two frames at one time: times cannot tell them apart
+    origin = _origin(stream)
+    if all(_index_at(p, time_base, origin, fps) == i for i, p in enumerate(pts)):
+        return None
+    return FrameTimes.from_pts(pts, time_base=time_base)
+
+
+def _origin(stream) -> float:
+    """Seconds of the stream's first frame."""
+    return float((stream.start_time or 0) * stream.time_base)
+
+
+def _index_at(pts: int, time_base: Fraction, origin: float, fps: float) -> int:
+    """The index of the frame shown at ``pts`` in a constant-rate stream."""
+    return round((float(pts * time_base) - origin) * fps)
+
+
+PROBE = "probe"
+"""``read_video(frame_times=PROBE)``: read the stream's frame times first when a seek needs them."""
+
+
 def read_video(
     path: str | os.PathLike[str],
     *,
     start: int = 0,
     num_frames: int | None = None,
     stride: int = 1,
+    frame_times: FrameTimes | None | Literal["probe"] = PROBE,
 ) -> tuple[Tensor, float]:
     """Decode frames ``start, start + stride, ...`` (``num_frames`` of them; all when None).
 
-    Returns ``(frames, fps)``: ``frames`` is a ``uint8`` tensor ``(T, H, W, 3)``, ``fps`` the
-    stream's frame rate (not divided by ``stride``). Like slicing, the result is shorter than
-    ``num_frames`` when the video ends first. For ``start > 0`` the reader seeks to the key frame
-    before ``start`` instead of decoding from the beginning; frame indices are then counted from
-    presentation times, and when a stream's times are unusable it falls back to decoding from
-    the first frame.
+    Frame ``n`` is the ``n``-th frame in presentation order, as stored, also in a
+    variable-frame-rate file. Returns ``(frames, fps)``: ``frames`` is a ``uint8`` tensor
+    ``(T, H, W, 3)``, ``fps`` the stream's frame rate as the container reports it (not divided by
+    ``stride``). Like slicing, the result is shorter than ``num_frames`` when the video ends
+    first. For ``start > 0`` the reader seeks to the key frame before ``start`` instead of
+    decoding from the beginning, and finds the frames by their times: ``frame_times`` is what
+    :func:`probe_frame_times` returns for the file (None: a constant rate, index / fps arithmetic)
+    or ``"probe"`` (the default) to read them here first (one pass over the packets). When the
+    decoded frames' times do not match, it falls back to decoding from the first frame.
     """
     if start < 0 or stride < 1 or (num_frames is not None and num_frames < 0):
         raise ValueError(f"read_video: need start >= 0, stride >= 1, num_frames >= 0; got "
                          f"start={start}, stride={stride}, num_frames={num_frames}")
+    if isinstance(frame_times, str) and frame_times != PROBE:
+        raise ValueError(f"read_video: frame_times is FrameTimes, None or {PROBE!r}; got {frame_times!r}")
     path = Path(path)
     container = _open(path)
     try:
@@ -130,7 +200,11 @@ def read_video(
         height, width = stream.height, stream.width
         frames: list[np.ndarray] | None = [] if num_frames == 0 else None
         if frames is None and start > 0:
-            frames = _read_after_seek(container, stream, fps, start, num_frames, stride)
+            times = _frame_times(container, stream, fps) if frame_times == PROBE else frame_times
+            if times is None:
+                frames = _read_after_seek(container, stream, fps, start, num_frames, stride)
+            else:
+                frames = _read_by_times(container, stream, times, start, num_frames, stride)
         if frames is None:
             if start > 0:
                 container.seek(0, stream=stream)  # back to the first frame after an unusable seek
@@ -176,24 +250,18 @@ class _UnsafeSeek(Exception):
     """Frame times after a seek cannot be trusted: decode from the start instead."""
 
 
-def _read_after_seek(container, stream, fps: float, start: int, num_frames: int | None,
-                     stride: int) -> list[np.ndarray] | None:
-    """Seek to the key frame at or before ``start`` and decode from there; None if unsafe."""
-    time_base = stream.time_base
-    if time_base is None:
-        return None
-    origin = float((stream.start_time or 0) * time_base)  # seconds of frame 0
-    target = int((origin + (start - 0.5) / fps) / time_base)
+def _seek_and_collect(container, stream, target: int, index_of: Callable[[int], int | None],
+                      start: int, num_frames: int | None, stride: int) -> list[np.ndarray] | None:
+    """Seek to the key frame at or before ``target`` (a pts), decode from there and index each
+    frame by its pts (``index_of``); None if a frame has no index or the seek overshot ``start``."""
     container.seek(max(target, 0), stream=stream, backward=True, any_frame=False)
 
     def indexed() -> Iterator[tuple[int, Any]]:
         first = True
         for frame in container.decode(stream):
-            if frame.pts is None:
-                raise _UnsafeSeek
-            index = round((float(frame.pts * time_base) - origin) * fps)
-            if first and index > start:
-                raise _UnsafeSeek  # the seek overshot: times and indices disagree
+            index = index_of(frame.pts) if frame.pts is not None else None
+            if index is None or (first and index > start):
+                raise _UnsafeSeek  # times and indices disagree
             first = False
             yield index, frame
 
@@ -201,6 +269,29 @@ def _read_after_seek(container, stream, fps: float, start: int, num_frames: int 
         return _collect(indexed(), start, num_frames, stride)
     except _UnsafeSeek:
         return None
+
+
+def _read_after_seek(container, stream, fps: float, start: int, num_frames: int | None,
+                     stride: int) -> list[np.ndarray] | None:
+    """A constant-rate stream: frame ``n`` is at ``origin + n / fps``; None if unsafe."""
+    time_base = stream.time_base
+    if time_base is None:
+        return None
+    origin = _origin(stream)
+    target = int((origin + (start - 0.5) / fps) / time_base)
+    return _seek_and_collect(container, stream, target, lambda pts: _index_at(pts, time_base, origin, fps),
+                             start, num_frames, stride)
+
+
+def _read_by_times(container, stream, times: FrameTimes, start: int, num_frames: int | None,
+                   stride: int) -> list[np.ndarray] | None:
+    """A stream whose frame times are known: frame ``n`` is at ``times.pts_of(n)``; None if unsafe."""
+    if start >= len(times):
+        return []
+    target = times.pts_of(start)
+    if start > 0:  # half way back to the frame before, as for a constant rate
+        target -= (target - times.pts_of(start - 1)) // 2
+    return _seek_and_collect(container, stream, target, times.index_of, start, num_frames, stride)
 
 
 # --------------------------------------------------------------------------------------------
