@@ -213,7 +213,10 @@ def test_chunked_decode_equals_one_batch_and_clamps(module_standins):
     z = torch.randn(5, 2, 4, 4, 4) * 3
     whole = system.decode(z, batch_size=5)
     for chunk in (1, 2, None):
-        torch.testing.assert_close(system.decode(z, batch_size=chunk), whole, rtol=0, atol=0)
+        # A convolution's kernel may block a batch of 1 differently from a batch of 5 (per CPU, per
+        # library version): the bound is float32 rounding of values in [-1, 1], far below the O(1)
+        # error of a chunk put in the wrong place.
+        torch.testing.assert_close(system.decode(z, batch_size=chunk), whole, rtol=0, atol=1e-6)
     expected = system.tokenizer.decode(z).clamp(-1, 1)
     torch.testing.assert_close(whole, expected)
     assert whole.abs().max() == 1.0  # large latents decode out of range: clamped

@@ -24,6 +24,7 @@ from vqvdm_core.interfaces.sampler import sampler_label
 from vqvdm_core.pipeline.conditions import cycle
 from vqvdm_core.pipeline.context import RunContext, write_json
 from vqvdm_core.pipeline.generate import LatentMoments, generate
+from vqvdm_core.pipeline.samples_check import check_samples
 from vqvdm_core.pipeline.samples_file import load_samples_with_conditions
 from vqvdm_core.pipeline.stage import Stage
 from vqvdm_core.runtime.progress import progress
@@ -77,9 +78,11 @@ def generate_and_score(ctx: RunContext, system: Any, metrics: dict[str, Metric],
 
 
 def score_samples(ctx: RunContext, path: Path, out: Path) -> dict[str, Any]:
-    """Score the clips of a samples file with the recipe's ``evaluate.metrics``; write ``out``."""
-    metrics = build_metrics(ctx)
+    """Score the clips of a samples file with the recipe's ``evaluate.metrics``; write ``out``. A
+    file whose clips cannot be scored is refused before any metric is built or anything written."""
     video, conditions = load_samples_with_conditions(path)
+    check_samples(path, video, conditions)
+    metrics = build_metrics(ctx)
     bs = ctx.recipe.evaluate.batch_size
     batches = ((video[i:i + bs], {k: v[i:i + bs] for k, v in conditions.items()})
                for i in range(0, len(video), bs))
