@@ -129,6 +129,27 @@ def test_run_rejects_an_unknown_stage_without_traceback(tmp_path, standins):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("name", "says"), [
+    ("..", "which names its parent"),
+    (".", "which names the output folder itself"),
+    ("a/../..", "is a path"),
+    ("/tmp/elsewhere", "is a path"),
+    ("..\\up", "is a path"),
+])
+def test_a_run_name_that_is_not_one_folder_is_refused_before_any_file_is_written(tmp_path, standins, name, says):
+    """``name: '..'`` once made the run folder the output folder's parent, over the user's files."""
+    mine = tmp_path / "notes.txt"
+    mine.write_text("the user's own file")
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe(name=name, output_dir=str(tmp_path / "runs")))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "name:" in result.output and says in result.output and "Value error" not in result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert mine.read_text() == "the user's own file"
+
+
 def test_debug_env_shows_the_traceback_and_keeps_the_exit_code(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VQVDM_DEBUG", "1")
     result = runner.invoke(app, ["list-components", "--kind", "nope"])

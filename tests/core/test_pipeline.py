@@ -210,6 +210,35 @@ def test_evaluate_command_scores_a_run_and_a_samples_file(run_copy):
     assert "mean_brightness" in scored["results"][0]["values"]
 
 
+def test_a_run_folder_copied_under_another_name_samples_evaluates_and_exports(tiny_run, tmp_path, standins):
+    """``cp -r runs/tiny /scratch/qs-copy``: the folder given is the run, whatever the recipe's name;
+    what the commands write goes into the copy, and the original is left as it was."""
+    from typer.testing import CliRunner
+
+    from vqvdm_core.cli import app
+    from vqvdm_core.pipeline.samples_file import load_samples
+
+    _, original = tiny_run
+    before = {p: p.read_bytes() for p in sorted(original.rglob("*")) if p.is_file()}
+    moved = Path(shutil.copytree(original, tmp_path / "scratch" / "qs-copy"))
+    assert moved.name != load_recipe(moved / "recipe.yaml").name
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["sample", str(moved), "--label", "1", "--fps", "8", "--num", "2",
+                                 "--steps", "2", "--out", str(tmp_path / "s.mp4")])
+    assert result.exit_code == 0, result.output
+    assert load_samples(tmp_path / "s.safetensors")[0].shape[0] == 2
+    result = runner.invoke(app, ["evaluate", str(moved), "--metrics", "mean_brightness", "--num-samples", "2",
+                                 "--guidance", "1", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert len(list((moved / "evaluate").glob("metrics-*.json"))) == 1
+    result = runner.invoke(app, ["export", str(moved), str(tmp_path / "pipeline")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pipeline" / "model_index.json").is_file()
+    assert {p: p.read_bytes() for p in sorted(original.rglob("*")) if p.is_file()} == before
+    assert not (tmp_path / "scratch" / load_recipe(moved / "recipe.yaml").name).exists()
+
+
 def test_sample_and_evaluate_take_any_registered_sampler_and_record_it(run_copy, tmp_path):
     from typer.testing import CliRunner
 

@@ -276,3 +276,45 @@ def test_a_video_stream_claiming_an_absurd_size_is_refused_naming_it(tmp_path: P
                              index_cache=str(tmp_path / "c"))
     assert relative([r.path for r in ds.records], root) == ["ok.mp4"]
     assert ds.skipped[str(bomb)].startswith(f"unreadable: video {bomb} claims 12000x12000")
+
+
+# ---- file lists that name files outside their folder ----------------------------------------
+
+
+@pytest.mark.parametrize(("entry", "why"), [
+    ("/tmp/secret.avi 1", "is an absolute path"),
+    ("..\\..\\secret.avi 1", "climbs out of its folder"),
+    ("YoYo/../../../secret.avi", "climbs out of its folder"),
+    ("C:/data/secret.avi 2", "is an absolute path"),
+])
+def test_a_split_list_entry_outside_the_video_folder_is_refused_before_any_work(
+        ucf_root: Path, tmp_path: Path, entry: str, why: str) -> None:
+    import shutil
+
+    from vqvdm_plugins.datasets import UCF101
+
+    root = tmp_path / "ucf"
+    shutil.copytree(ucf_root, root)
+    make_video(tmp_path / "secret.avi", 18, 25.0, codec="mpeg4")  # what the entry would reach
+    listed = root / "ucfTrainTestlist" / "trainlist01.txt"
+    listed.write_text(listed.read_text() + entry + "\r\n")
+    line = len(listed.read_text().splitlines())
+    config = UCF101.Config(root=str(root), index_cache=str(tmp_path / "cache"))
+    with unchanged(tmp_path):
+        [problem] = UCF101.missing_files(config)  # the preflight of `vqvdm run` / `validate`
+        with pytest.raises(UserError) as refused:
+            UCF101(config)
+    for message in (problem, str(refused.value)):
+        assert f"trainlist01.txt:{line}: the entry" in message and why in message
+        assert "inside the video folder" in message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_ucf101_folders_stay_inside_root(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+    from vqvdm_plugins.datasets import UCF101
+
+    for field, value in (("video_dir", "../videos"), ("split_dir", "/etc")):
+        with pytest.raises(ValidationError, match=r"inside root"):
+            UCF101.Config(root=str(tmp_path), **{field: value})
+    assert UCF101.Config(root=str(tmp_path), video_dir="./UCF-101/").video_dir == "UCF-101"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 from vqvdm_core.errors import UserError
 
-__all__ = ["check_can_write"]
+__all__ = ["check_can_write", "inside_path"]
 
 
 def check_can_write(path: str | os.PathLike[str], *, what: str) -> Path:
@@ -27,3 +28,24 @@ def check_can_write(path: str | os.PathLike[str], *, what: str) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {what} {path}: the folder {folder} is not writable")
     return path
+
+
+def inside_path(name: str) -> PurePosixPath:
+    """``name``, a path that a file list or a config gives relative to a folder, as a normalised
+    relative POSIX path that stays inside that folder; ``ValueError`` saying why otherwise.
+
+    The rule of ``tarfile``'s data filter: no absolute path (``/x``, ``\\x``, ``C:x``), no ``..``
+    part, no NUL. Backslashes count as separators (the UCF-101 lists come from Windows); ``.`` and
+    empty parts are dropped (``a//./b`` is ``a/b``).
+    """
+    if "\x00" in name:
+        raise ValueError(f"{name!r} holds a NUL character")
+    text = name.replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise ValueError(f"{name!r} is an absolute path; give it relative to its folder")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{name!r} climbs out of its folder ('..')")
+    if not parts:
+        raise ValueError(f"{name!r} names no file")
+    return PurePosixPath(*parts)

@@ -32,8 +32,9 @@ __all__ = ["RunContext", "RunDir", "STAGE_FUNCTIONS", "check_files", "make_conte
 
 
 def make_context(recipe: Recipe, *, console: Console | None = None,
-                 root: Path | None = None) -> RunContext:
-    """A context for ``recipe``'s run directory (under ``root`` if given) on the recipe's device."""
+                 root: Path | None = None, path: Path | None = None) -> RunContext:
+    """A context for ``recipe``'s run directory (under ``root`` if given, or the folder ``path``
+    itself) on the recipe's device."""
     from vqvdm_core.runtime.devices import resolve_device
 
     from vqvdm_core.runtime import distributed as dist
@@ -43,7 +44,7 @@ def make_context(recipe: Recipe, *, console: Console | None = None,
         device = torch.device("cuda", dist.local_rank())  # one GPU per process under torchrun
     from vqvdm_core.engine.loggers import LoggerSet
 
-    run = RunDir(recipe, root)
+    run = RunDir(recipe, root, path=path)
     loggers = LoggerSet.from_recipe(recipe, directory=run.path, enabled=dist.is_main())
     return RunContext(recipe=recipe, run=run, device=device, console=console or Console(),
                       log=run.logger(), loggers=loggers)
@@ -236,6 +237,6 @@ def open_run(path: Path, overrides: Sequence[str] = (), *, console: Console | No
     if run_dir is None:
         raise UserError(f"{path} is not inside a run directory (no recipe.yaml found above it)")
     recipe = load_recipe(run_dir / "recipe.yaml", overrides)
-    if recipe.name != run_dir.name:
-        raise UserError(f"{run_dir}/recipe.yaml names run '{recipe.name}', not '{run_dir.name}'")
-    return make_context(recipe, console=console, root=run_dir.parent)
+    # The folder found is the run, whatever its name: a copied or moved run (rsync from a cluster,
+    # ``cp -r runs/quickstart /scratch/qs-copy``) samples, evaluates and exports where it now is.
+    return make_context(recipe, console=console, path=run_dir)

@@ -96,10 +96,13 @@ class StageRecord:
 class RunDir:
     """``<output_dir>/<name>/``: the resolved recipe, the run log and one folder per stage."""
 
-    def __init__(self, recipe: Recipe, root: str | Path | None = None):
+    def __init__(self, recipe: Recipe, root: str | Path | None = None, *, path: str | Path | None = None):
+        """The run folder is ``<root or recipe.output_dir>/<recipe.name>``, or ``path`` itself when given:
+        a run folder copied or moved elsewhere (``cp -r runs/quickstart /scratch/qs-copy``) keeps its
+        recipe, whose name then differs from the folder's."""
         self.recipe = recipe
         self._hashes: dict[str, str] = {}  # stage -> hash, each computed once for this recipe
-        self.path = Path(root if root is not None else recipe.output_dir) / recipe.name
+        self.path = Path(path) if path is not None else Path(root if root is not None else recipe.output_dir) / recipe.name
         check_can_write(self.path, what="the run directory")
         try:
             self.path.mkdir(parents=True, exist_ok=True)

@@ -159,6 +159,8 @@ def _pydantic_problems(exc: ValidationError, *, prefix: str = "",
                 msg += f" (fields: {', '.join(candidates)})"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # a validator's own sentence, without pydantic's "Value error, "
         out.append((path, msg))
     return out
 

@@ -10,10 +10,11 @@ re-exports all of them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, field_validator, model_validator
 
 from vqvdm_core.registry import REGISTRY, Registry
 
@@ -239,10 +240,29 @@ COMPONENT_SLOTS: tuple[tuple[str, str, bool], ...] = (
 """Where a recipe holds component nodes: ``(path, kind, is a list of nodes)``."""
 
 
+RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+"""The characters of a run name: no separator, NUL or space, so the name is one folder on every system."""
+
+
+def check_run_name(name: str) -> str:
+    """``name`` when it is one plain folder name; else ``ValueError`` saying why (a recipe error at ``name``)."""
+    if name in ("", ".", ".."):
+        shown = "empty" if not name else f"'{name}', which names {'the output folder itself' if name == '.' else 'its parent'}"
+        raise ValueError(f"the run name is {shown}: give a plain folder name, e.g. 'quickstart'")
+    if not RUN_NAME.match(name):
+        kind = ("a path" if any(c in name for c in "/\\") or re.match(r"^[A-Za-z]:", name)
+                else "not a plain folder name")
+        raise ValueError(f"the run name {name!r} is {kind}: the run folder is <output_dir>/<name>, so the name may "
+                         "hold only letters, digits, '_', '.' and '-' (no '/', '\\', NUL or spaces); put the "
+                         "folder elsewhere with output_dir")
+    return name
+
+
 class Recipe(Strict):
     """A runnable system: data, components, and the settings of every stage."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name: outputs go to <output_dir>/<name>/")
+    name: str = Field(description="run name: outputs go to <output_dir>/<name>/; one plain folder name "
+                      "(letters, digits, _ . -; not . or ..)")
     seed: int = Field(0, description="seeds training, clip choice and sampling")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
     output_dir: str = Field("runs", description="folder holding the run directories")
@@ -267,6 +287,13 @@ class Recipe(Strict):
         "x}]; metrics.jsonl is always written. Not part of any stage's hash")
 
     _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, name: str) -> str:
+        """The run folder is ``<output_dir>/<name>``: a name that is a path (``..``, ``a/b``, ``/tmp/x``)
+        would put it somewhere else, e.g. ``..`` in the output folder's parent, over a user's files."""
+        return check_run_name(name)
 
     @property
     def source(self) -> str | None:

@@ -13,7 +13,8 @@ train or test list of ``fold`` (1-3), or ``all`` for both lists of that fold (al
 as many video generation papers train on). A listed video whose file is missing is skipped and
 counted. A name that does not match exactly is also looked up case-insensitively: the official
 names mix cases (``HandstandPushups/v_HandStandPushups_...``) and copies that passed through a
-case-insensitive file system may not keep them. The FPS of each video is
+case-insensitive file system may not keep them. An entry that is absolute or climbs out of the
+video folder (``/etc/x``, ``../x``) is refused, naming the list and line, before any work. The FPS of each video is
 read from its container (mostly 25). Frame counts are probed once and cached (``index_cache``).
 """
 
@@ -22,12 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vqvdm_core.data.file_dataset import VideoFileConfig, VideoFileDataset
 from vqvdm_core.data.scan import absent, find_files, require_dir
 from vqvdm_core.errors import MissingFileError, UserError
 from vqvdm_core.interfaces.configurable import FilePurpose
+from vqvdm_core.io.paths import inside_path
 
 __all__ = ["UCF101", "read_class_index", "read_split_list"]
 
@@ -64,7 +66,11 @@ def read_split_list(path: Path, classes: list[str]) -> list[tuple[str, int]]:
         parts = line.split()
         if not parts:
             continue
-        rel = parts[0].replace("\\", "/")
+        try:
+            rel = inside_path(parts[0]).as_posix()
+        except ValueError as exc:
+            raise UserError(f"{path}:{line_no}: the entry {exc}: entries are paths inside the video folder, "
+                            "e.g. 'ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi'") from None
         if len(parts) >= 2:
             if not parts[1].isdigit() or not 1 <= int(parts[1]) <= len(classes):
                 raise UserError(f"{path}:{line_no}: label {parts[1]!r} is not in 1..{len(classes)}")
@@ -88,6 +94,15 @@ class UCF101(VideoFileDataset):
         video_dir: str = Field("UCF-101", description="videos folder, relative to root")
         split_dir: str = Field("ucfTrainTestlist", description="split files folder, relative to root")
 
+        @field_validator("video_dir", "split_dir")
+        @classmethod
+        def _inside_root(cls, folder: str) -> str:
+            """Both folders are relative to ``root`` and stay inside it (move ``root`` instead)."""
+            try:
+                return inside_path(folder).as_posix()
+            except ValueError as exc:
+                raise ValueError(f"{exc}: it is a folder inside root; to read another tree, set root") from None
+
     config: Config
 
     def __init__(self, config: "UCF101.Config | None" = None, **overrides: Any):
@@ -105,11 +120,19 @@ class UCF101(VideoFileDataset):
             return root_problem
         splits = base / config.split_dir
         lists = ["train", "test"] if config.split == "all" else [config.split]
-        return [*absent(base / config.video_dir, "UCF-101 video folder", directory=True),
-                *absent(splits / "classInd.txt", "UCF-101 class list", directory=False),
-                *(problem for name in lists
-                  for problem in absent(splits / f"{name}list{config.fold:02d}.txt", "UCF-101 split list",
-                                        directory=False))]
+        problems = [*absent(base / config.video_dir, "UCF-101 video folder", directory=True),
+                    *absent(splits / "classInd.txt", "UCF-101 class list", directory=False),
+                    *(problem for name in lists
+                      for problem in absent(splits / f"{name}list{config.fold:02d}.txt", "UCF-101 split list",
+                                            directory=False))]
+        if not problems:  # the lists are small text files: a bad entry is named before any work
+            try:
+                classes = read_class_index(splits / "classInd.txt")
+                for name in lists:
+                    read_split_list(splits / f"{name}list{config.fold:02d}.txt", classes)
+            except UserError as exc:
+                problems.append(str(exc))
+        return problems
 
     def find_videos(self) -> tuple[list[tuple[Path, int]], list[str] | None]:
         c = self.config
