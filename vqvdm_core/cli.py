@@ -7,6 +7,7 @@ non-zero without a traceback; ``VQVDM_DEBUG=1`` shows the traceback as well.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -51,6 +52,10 @@ def _out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
 
 
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+"""The OSErrors of a full disk or quota: one message (with the free space), not a traceback."""
+
+
 def _traceback_if_debug() -> None:
     """With VQVDM_DEBUG=1, print the traceback of the exception being handled (the exit code stays
     the one the error has without it)."""
@@ -80,6 +85,17 @@ def user_errors(fn: F) -> F:
                       "recipe's batch_size), the number of frames or the frame size.",
                       highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            _traceback_if_debug()  # a write that does not go through io.atomic (a log line, a probe cache)
+            from vqvdm_core.io.atomic import write_failure
+
+            text = (str(write_failure(Path(exc.filename), exc)) if exc.filename else
+                    f"a write failed: {exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')}): free "
+                    "space on the disk of the run's output folder and run the command again")
+            err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None

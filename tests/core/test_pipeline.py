@@ -545,6 +545,7 @@ def test_weights_of_another_architecture_are_named_and_refused(run_copy, tmp_pat
 
     target = run_copy / stage / weights
     save_file({"conv.weight": torch.zeros(3, 3)}, str(target))
+    (run_copy / stage / f"{weights}.sha256").unlink()  # replaced on purpose: its old digest goes too
     before = target.read_bytes()
     result, text = _invoke("sample", str(run_copy), "--steps", "2", "--out", str(tmp_path / "s.mp4"))
     assert result.exit_code == 2 and "Traceback" not in text, result.output

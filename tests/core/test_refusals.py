@@ -162,6 +162,15 @@ def _poison(path: Path, count: int) -> None:
     for i, name in enumerate(sorted(k for k, v in state.items() if v.is_floating_point())[:count]):
         state[name].view(-1)[0] = float("nan") if i % 2 == 0 else float("inf")
     save_file(state, str(path))
+    _record_digest(path)
+
+
+def _record_digest(path: Path) -> None:
+    """Record ``path``'s new SHA-256, as a vqvdm that wrote these bytes would have: the refusal tested
+    is then the one for what the file holds, not the one for a file changed after it was written."""
+    from vqvdm_core.io.checksum import digest_path, file_sha256
+
+    digest_path(path).write_text(f"{file_sha256(path)}  {path.name}\n")
 
 
 @pytest.mark.parametrize("command", ["sample", "evaluate", "export"])
@@ -276,6 +285,7 @@ def test_weights_of_other_sizes_are_named_in_a_short_message(run_copy, tmp_path,
     state = load_file(str(target))
     save_file({k: v if k == "latent_scale" else torch.zeros(*(s + 1 for s in v.shape)) for k, v in state.items()},
               str(target))
+    _record_digest(target)
     before = snapshot(run_copy)
     result, text = _invoke("sample", run_copy, "--steps", "2", "--out", tmp_path / "s.mp4")
     mismatched = len(state) - (stage == "denoiser")  # every tensor but the latent scale

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -29,20 +30,29 @@ def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from vqvdm_core.io.atomic import WriteFailedError
+
     path = tmp_path / "ckpt" / "last.pt"
     save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
 
     def torn_save(obj, handle):
         handle.write(b"PK\x03\x04 half a zip file")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", torn_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteFailedError) as failed:
         save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
+    message = str(failed.value)
+    assert message.startswith(f"cannot write {path}: No space left on device (ENOSPC)")
+    assert re.search(r"the disk holding .*ckpt has [\d.]+ [KMGT]?i?B free", message)
+    assert "the previous last.pt is kept" in message and failed.value.exit_code == 1
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before  # no temporary left
     state = load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
-    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary left
 
 
 def _save_then_hang_mid_write(path: str, marker: str) -> None:

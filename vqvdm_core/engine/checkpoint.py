@@ -7,6 +7,10 @@ same directory, which is flushed and fsync'ed, then moved over the old file with
 previous complete checkpoint or the new complete one, never a torn file.
 
 Exported weights (``export_weights``) are a safetensors file of the model's state dict.
+
+Both get a ``<file>.sha256`` beside them when written (:mod:`vqvdm_core.io.checksum`), checked before
+they are read: a file damaged in place is refused, naming it, instead of being trained on or sampled
+from. Files without one (written by older versions) are read unchecked.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError, UserError
 from vqvdm_core.io.atomic import atomic_write, remove_stale_temporaries  # re-exported
+from vqvdm_core.io.checksum import verify_file, write_with_digest
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -43,7 +48,7 @@ class CheckpointError(UserError):
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Atomically save a training-state dict (tensors, numbers, strings, lists, dicts only)."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
+    return write_with_digest(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -51,6 +56,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint not found: {path}")
+    verify_file(path, what="the checkpoint", advice=f"Delete {path.parent} to start the stage afresh.")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to parse is the same user problem
@@ -74,7 +80,7 @@ def save_weights(state: dict[str, Tensor], path: str | Path, *, metadata: dict[s
     from safetensors.torch import save
 
     data = save(_plain_tensors(state), metadata={"format": WEIGHTS_FORMAT, **(metadata or {})})
-    return atomic_write(path, lambda handle: handle.write(data))
+    return write_with_digest(path, lambda handle: handle.write(data), needed=len(data))
 
 
 def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, Tensor]:
@@ -85,6 +91,8 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"weights not found: {path}")
+    verify_file(path, what="the weights", advice="Train again the stage that wrote it (vqvdm run RECIPE "
+                "--stage ... --force), or restore the file from a copy.")
     try:
         return load_file(path, device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from vqvdm_core.engine.batches import DataPosition
 from vqvdm_core.engine.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from vqvdm_core.engine.ema import EMA
+from vqvdm_core.io.weights import check_finite
 from vqvdm_core.runtime import distributed as dist
 from vqvdm_core.runtime.seeding import capture_rng_state, restore_rng_state
 
@@ -91,6 +92,9 @@ class CheckpointState:
             return False
         path = self.checkpoint_path
         state = load_checkpoint(path, map_location="cpu")
+        check_finite(_tensors(state, keys=("model", "ema", "optimizers", "scaler")), path,
+                     advice=f"training from it would go on with NaN weights; delete {path.parent} to start the "
+                     "stage afresh (the loss diverged before it was written: lower the learning rate)")
         try:
             load_model_state(self.model, state["model"])
             if self.ema is not None:
@@ -130,6 +134,25 @@ class CheckpointState:
                 self.console.print(f"{self.description}: checkpoint written by {rng['world_size']} "
                                    f"process(es), resumed by {self.world_size}")
         return True
+
+
+def _tensors(state: dict[str, Any], *, keys: tuple[str, ...]) -> dict[str, Tensor]:
+    """Every tensor under ``state[key]`` for ``keys``, by its dotted place (``optimizers.main.state.0.exp_avg``)."""
+    out: dict[str, Tensor] = {}
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, Tensor):
+            out[where] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{where}.{i}")
+
+    for key in keys:
+        walk(state.get(key), key)
+    return out
 
 
 def _on_this_device(state: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from vqvdm_core.errors import MissingFileError, UserError
+from vqvdm_core.io.atomic import atomic_path
 from vqvdm_core.io.frame_size import frame_size_problem
 from vqvdm_core.io.frame_times import FrameTimes
 from vqvdm_core.io.pixels import unit_range_to_uint8
@@ -350,18 +351,17 @@ def write_video(
     if frames.shape[0] == 0:
         raise ValueError(f"cannot write '{path}': the video has no frames")
     rate = _rate(fps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".gif":
-        _write_gif(frames, path, float(rate))
-    elif suffix == ".mkv":
-        _encode(frames, path, rate, codec="ffv1", pix_fmt="bgr0", options={})
-    elif lossless:
-        _encode(frames, path, rate, codec="libx264rgb", pix_fmt="rgb24",
-                options={"crf": "0", "preset": "medium"})
-    else:
-        frames = _pad_even(frames)
-        _encode(frames, path, rate, codec="libx264", pix_fmt="yuv420p",
-                options={"crf": str(crf), "preset": "medium"})
+    with atomic_path(path) as tmp:  # complete or not at all; the previous file is kept if it fails
+        if suffix == ".gif":
+            _write_gif(frames, tmp, float(rate))
+        elif suffix == ".mkv":
+            _encode(frames, tmp, rate, codec="ffv1", pix_fmt="bgr0", options={})
+        elif lossless:
+            _encode(frames, tmp, rate, codec="libx264rgb", pix_fmt="rgb24",
+                    options={"crf": "0", "preset": "medium"})
+        else:
+            _encode(_pad_even(frames), tmp, rate, codec="libx264", pix_fmt="yuv420p",
+                    options={"crf": str(crf), "preset": "medium"})
     return path
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from vqvdm_core.errors import UserError
 from vqvdm_core.pipeline.context import RunContext
 from vqvdm_core.pipeline.run_dir import RunDir
 from vqvdm_core.pipeline.stages import ORDER
@@ -93,7 +94,12 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
         # that the run keeps the recipe.yaml its outputs were made by.
         _decided_on_main(lambda: ",".join(ctx.run.plan(stage, force=False) for stage in wanted))
     # ... and one whose pending stages would miss a weight file or a data folder.
-    _decided_on_main(lambda: check_files(ctx, [s for s in wanted if force or not ctx.run.up_to_date(s)]))
+    # ... and one whose models or clips could never fit in this device's memory (a typo'd size).
+    def preflight() -> str:
+        pending = [s for s in wanted if force or not ctx.run.up_to_date(s)]
+        return check_files(ctx, pending) + check_sizes(ctx, pending)
+
+    _decided_on_main(preflight)
     if dist.is_main():
         ctx.run.write_recipe()
         ctx.run.write_environment()
@@ -117,7 +123,8 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
             info = STAGE_FUNCTIONS[stage](ctx)
         except BaseException as exc:
             if dist.is_main():
-                ctx.run.fail(stage, f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(UserError):  # e.g. the disk is full: the record stays 'running',
+                    ctx.run.fail(stage, f"{type(exc).__name__}: {exc}")  # which resumes the same way
                 ctx.log.error(f"[{stage}] failed: {type(exc).__name__}: {exc}")
             raise
         info["seconds"] = round(time.perf_counter() - start, 2)
@@ -127,7 +134,6 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
         ran[stage] = info["seconds"]
         dist.barrier()
     if dist.is_main():
-        from vqvdm_core.errors import UserError
         from vqvdm_core.reporting.report import build_report
 
         try:  # the stages are done: a report that cannot be written is a warning, not a failed run
@@ -208,10 +214,18 @@ def check_files(ctx: RunContext, stages: list[str]) -> str:
     return ""
 
 
+def check_sizes(ctx: RunContext, stages: list[str]) -> str:
+    """Raise :class:`~vqvdm_core.pipeline.model_size.SizeProblem` when ``stages`` of ``ctx``'s recipe
+    need more memory for the model or one batch of clips than ``ctx.device`` has, before any work."""
+    from vqvdm_core.pipeline.model_size import check_sizes as check
+
+    check(ctx.recipe, stages=stages, device=ctx.device)
+    return ""
+
+
 def _decided_on_main(decide: Callable[[], str]) -> str:
     """Run ``decide`` on rank 0 and give every process its answer (or its user error)."""
     from vqvdm_core.runtime import distributed as dist
-    from vqvdm_core.errors import UserError
 
     if not dist.is_distributed():
         return decide()
@@ -229,7 +243,6 @@ def _decided_on_main(decide: Callable[[], str]) -> str:
 
 def open_run(path: Path, overrides: Sequence[str] = (), *, console: Console | None = None) -> RunContext:
     """A context for an existing run directory (or a file inside it), from its resolved recipe."""
-    from vqvdm_core.errors import UserError
     from vqvdm_core.recipe import load_recipe
 
     path = Path(path)

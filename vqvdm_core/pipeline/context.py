@@ -142,9 +142,9 @@ def _json_safe(value: Any) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as strict JSON, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, default=float, allow_nan=False))
-    tmp.replace(path)
+    from vqvdm_core.io.atomic import atomic_write
+
+    text = json.dumps(_json_safe(data), indent=2, default=float, allow_nan=False).encode()
+    atomic_write(path, lambda handle: handle.write(text), needed=len(text))
 
 

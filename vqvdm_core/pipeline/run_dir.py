@@ -9,6 +9,7 @@ error) with a matching hash resumes. A process working in the run holds ``.lock`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vqvdm_core.errors import UserError, brief
+from vqvdm_core.io.atomic import atomic_write
 from vqvdm_core.io.paths import check_can_write
 from vqvdm_core.recipe import Recipe, save_recipe
 
@@ -93,6 +95,14 @@ class StageRecord:
     error: str | None = None
 
 
+class _RunLogHandler(logging.FileHandler):
+    """``run.log``: a line that cannot be written (a full disk) is dropped without the traceback that
+    :mod:`logging` prints by default; the error that stopped the run is still the one message shown."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 class RunDir:
     """``<output_dir>/<name>/``: the resolved recipe, the run log and one folder per stage."""
 
@@ -142,11 +152,8 @@ class RunDir:
         return None
 
     def _write_record(self, rec: StageRecord) -> None:
-        d = self.stage_dir(rec.stage)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "stage.json.tmp"
-        tmp.write_text(json.dumps(rec.__dict__, indent=2, default=str))
-        os.replace(tmp, d / "stage.json")
+        text = json.dumps(rec.__dict__, indent=2, default=str).encode()
+        atomic_write(self.stage_dir(rec.stage) / "stage.json", lambda handle: handle.write(text), needed=len(text))
 
     def plan(self, stage: str, *, force: bool) -> str:
         """``"skip"`` (done and matching), ``"resume"``, or ``"start"``; refuse a mismatch."""
@@ -280,15 +287,18 @@ class RunDir:
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         }
-        (self.path / "environment.json").write_text(json.dumps(env, indent=2))
+        text = json.dumps(env, indent=2).encode()
+        atomic_write(self.path / "environment.json", lambda handle: handle.write(text), needed=len(text))
 
     def logger(self) -> logging.Logger:
         """The run's logger, writing to ``run.log`` in the run directory."""
-        log = logging.getLogger(f"vqvdm.run.{self.recipe.name}")
-        log.setLevel(logging.INFO)
         target = str((self.path / "run.log").resolve())
+        # One logger per run folder, not per run name: a copy of a run (same name, another folder)
+        # used in the same process must not write into the original's run.log.
+        log = logging.getLogger(f"vqvdm.run.{self.recipe.name}.{hashlib.sha1(target.encode()).hexdigest()[:10]}")
+        log.setLevel(logging.INFO)
         if not any(getattr(h, "baseFilename", None) == target for h in log.handlers):
-            handler = logging.FileHandler(target)
+            handler = _RunLogHandler(target)
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             log.addHandler(handler)
         return log

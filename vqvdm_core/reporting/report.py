@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vqvdm_core.io.atomic import atomic_write
+
 STAGES = ("tokenizer", "latents", "denoiser", "sample", "evaluate")
 
 MEDIA_BOX = (640, 720)
@@ -615,5 +617,6 @@ summary {{ cursor: pointer; }}
 </body></html>
 """
     out = run / "report.html"
-    out.write_text(page)
+    data = page.encode()
+    atomic_write(out, lambda handle: handle.write(data), needed=len(data))
     return out
