@@ -28,13 +28,8 @@ def write_recipe(path: Path, data: dict) -> Path:
     return path
 
 
-def test_a_full_disk_while_checkpointing_stops_the_run_with_one_message_and_the_next_run_resumes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standins) -> None:
-    runs = tmp_path / "runs"
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(output_dir=str(runs)))
-    reference = write_recipe(tmp_path / "ref.yaml", tiny_recipe(name="ref", output_dir=str(runs)))
-    assert runner.invoke(app, ["run", str(reference), "--stage", "tokenizer"]).exit_code == 0
-
+def stopped_by_a_full_disk_at_the_second_checkpoint(recipe: Path, monkeypatch: pytest.MonkeyPatch):
+    """``vqvdm run RECIPE --stage tokenizer`` whose second checkpoint write meets a full disk."""
     real_save = torch.save
     calls = []
 
@@ -45,9 +40,19 @@ def test_a_full_disk_while_checkpointing_stops_the_run_with_one_message_and_the_
             no_space()
         real_save(obj, handle, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", fills_at_the_second_checkpoint)
-    result = runner.invoke(app, ["run", str(recipe), "--stage", "tokenizer"])
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", fills_at_the_second_checkpoint)
+        return runner.invoke(app, ["run", str(recipe), "--stage", "tokenizer"])
+
+
+def test_a_full_disk_while_checkpointing_stops_the_run_with_one_message_and_the_next_run_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standins) -> None:
+    runs = tmp_path / "runs"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(output_dir=str(runs)))
+    reference = write_recipe(tmp_path / "ref.yaml", tiny_recipe(name="ref", output_dir=str(runs)))
+    assert runner.invoke(app, ["run", str(reference), "--stage", "tokenizer"]).exit_code == 0
+
+    result = stopped_by_a_full_disk_at_the_second_checkpoint(recipe, monkeypatch)
     last = runs / "tiny" / "tokenizer" / "checkpoints" / "last.pt"
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
@@ -94,3 +99,24 @@ def test_a_full_disk_while_writing_samples_keeps_the_previous_grid(
     assert after["grid.mp4"] == before["grid.mp4"] and after["grid.safetensors"] == before["grid.safetensors"]
     # Each file is whole, old or new: the GIF went out before the disk filled, and the output says so.
     assert after["grid.gif"] != before["grid.gif"] and f"wrote {out.with_suffix('.gif')}" in text
+
+
+def test_a_run_whose_checkpoint_was_damaged_in_place_is_refused_before_it_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standins) -> None:
+    runs = tmp_path / "runs"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(output_dir=str(runs)))
+    assert stopped_by_a_full_disk_at_the_second_checkpoint(recipe, monkeypatch).exit_code == 1
+    last = runs / "tiny" / "tokenizer" / "checkpoints" / "last.pt"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one bit pattern flipped in place: same size, same name
+    last.write_bytes(bytes(data))
+    before = {p: p.read_bytes() for p in sorted((runs / "tiny" / "tokenizer").rglob("*")) if p.is_file()}
+    result = runner.invoke(app, ["run", str(recipe), "--stage", "tokenizer"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert f"error: the checkpoint {last} does not match the SHA-256 recorded when it was written" in text
+    assert "Traceback" not in text
+    after = {p: p.read_bytes() for p in sorted((runs / "tiny" / "tokenizer").rglob("*")) if p.is_file()
+             if p.name != "stage.json"}
+    assert after == {p: v for p, v in before.items() if p.name != "stage.json"}  # no weights written
+    assert not (runs / "tiny" / "tokenizer" / "tokenizer.safetensors").exists()

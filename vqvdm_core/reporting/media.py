@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from vqvdm_core.io.atomic import atomic_path
+
 FOLDER = "report_files"
 """The report's own pictures, inside the run directory (so the run stays self-contained)."""
 
@@ -56,12 +58,10 @@ def save_gif(clip: np.ndarray, path: Path, *, duration: int) -> Path:
     """Write ``clip`` ``(T, H, W, 3)`` as a looping GIF (``duration`` ms per frame)."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(frame) for frame in clip]
-    tmp = path.with_name(path.name + ".tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0, duration=duration,
-                   optimize=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0, duration=duration,
+                       optimize=False)
     return path
 
 
@@ -80,10 +80,8 @@ def save_strip(clip: np.ndarray, path: Path, indices: Sequence[int]) -> Path:
     strip = np.full((h, len(indices) * (w + GAP) - GAP, 3), 255, dtype=np.uint8)
     for i, index in enumerate(indices):
         strip[:, i * (w + GAP):i * (w + GAP) + w] = clip[index]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(strip).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
     return path
 
 
