@@ -41,6 +41,7 @@ GROUPS: dict[str, str] = {
     "metric": "vqvdm.metrics",
     "dataset": "vqvdm.datasets",
     "logger": "vqvdm.loggers",
+    "quantizer": "vqvdm.quantizers",
 }
 """Component kind -> entry-point group."""
 

@@ -323,3 +323,21 @@ def test_an_unreadable_stage_record_is_named_and_the_stage_kept(run_copy, garbag
     result, text = _invoke("sample", run_copy, "--steps", "2", "--out", run_copy.parent / "s.mp4")
     _refused(result, text, f"the record of stage 'tokenizer', {record}, is unreadable")
     assert snapshot(run_copy, skip=("run.log",)) == before
+
+
+def test_latents_that_are_all_the_same_stop_the_latents_stage_with_a_message(tmp_path, standins, monkeypatch):
+    """A tokenizer that collapsed (every clip to one code) leaves latents of std 0: the stage says so
+    instead of dividing by it."""
+    import standins as module
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(output_dir=str(tmp_path / "runs"))))
+    assert _invoke("run", path, "--stage", "tokenizer")[0].exit_code == 0
+    real = module.TinyTokenizer.encode
+    monkeypatch.setattr(module.TinyTokenizer, "encode", lambda self, video: real(self, video) * 0.0)
+    result, text = _invoke("run", path, "--stage", "latents")
+    assert result.exit_code == 1, result.output
+    assert "the tokenizer's latents of the 8 training clips have std 0.0: every clip encodes to the same latent" in text
+    assert "set latents.scale in the recipe" in text and "Traceback" not in text
+    assert not (tmp_path / "runs" / "tiny" / "latents" / "latents.safetensors").exists()

@@ -209,3 +209,46 @@ def test_global_batch_draws_give_each_process_its_rows_of_the_one_process_draw(t
         # outside a training step: a plain local draw, as for one process
         assert tuple(g["outside"][0]) == (0, 1)
         torch.testing.assert_close(g["outside"][1], whole[:3], atol=0, rtol=0)
+
+
+def _quantizers_main(rank: int, world: int, port: int, out: str) -> None:
+    _join(rank, world, port)
+    from vqvdm_plugins.quantizers.kl import KLPosterior
+    from vqvdm_plugins.quantizers.lfq import LFQ
+
+    from vqvdm_core.runtime import distributed
+
+    distributed.init_from_env()
+    z = _quantizer_inputs()[rank * 2:(rank + 1) * 2].clone().requires_grad_()  # this process's 2 of 4 clips
+    with distributed.global_batch_share():
+        lfq = LFQ(channels=4, temperature=0.5)
+        loss = lfq(z).loss
+        loss.backward()
+        torch.manual_seed(3)
+        latent = KLPosterior(channels=2).train()(_quantizer_inputs()[rank * 2:(rank + 1) * 2]).latent
+    torch.save({"loss": loss.detach(), "grad": z.grad, "kl_latent": latent}, Path(out) / f"rank{rank}.pt")
+    distributed.cleanup()
+
+
+def _quantizer_inputs() -> torch.Tensor:
+    return torch.randn(4, 4, 2, 3, 3, generator=torch.Generator().manual_seed(11))
+
+
+def test_lfq_and_kl_train_the_same_on_one_or_two_processes(tmp_path):
+    """LFQ's batch entropy is the global batch's (its gradient too, after the engine averages the
+    processes' gradients); KL's posterior noise is drawn for the global batch."""
+    from vqvdm_plugins.quantizers.kl import KLPosterior
+    from vqvdm_plugins.quantizers.lfq import LFQ
+
+    mp.start_processes(_quantizers_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    z = _quantizer_inputs().requires_grad_()
+    loss = LFQ(channels=4, temperature=0.5)(z).loss
+    loss.backward()
+    torch.manual_seed(3)
+    latent = KLPosterior(channels=2).train()(_quantizer_inputs()).latent
+    # The engine averages the processes' losses and gradients: the mean of the two is the one process's.
+    torch.testing.assert_close((got[0]["loss"] + got[1]["loss"]) / 2, loss.detach(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.cat([g["grad"] for g in got]) / 2, z.grad, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.cat([g["kl_latent"] for g in got]), latent, atol=0, rtol=0)

@@ -20,8 +20,9 @@ One concept per module, every name re-exported here (import from here):
 :mod:`~vqvdm_core.interfaces.schedule`, :mod:`~vqvdm_core.interfaces.sampler` (the ``Sampler``
 contract, the chains it runs over and :func:`~vqvdm_core.interfaces.sampler.run_sampler`),
 :mod:`~vqvdm_core.interfaces.conditioner`, :mod:`~vqvdm_core.interfaces.guidance`,
-:mod:`~vqvdm_core.interfaces.metric`, :mod:`~vqvdm_core.interfaces.dataset` and
-:mod:`~vqvdm_core.interfaces.logger`.
+:mod:`~vqvdm_core.interfaces.metric`, :mod:`~vqvdm_core.interfaces.dataset`,
+:mod:`~vqvdm_core.interfaces.logger` and :mod:`~vqvdm_core.interfaces.quantizer` (what a
+tokenizer's encoder output becomes: ``Quantizer``, ``Quantized``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from vqvdm_core.interfaces.denoiser import Denoiser, ModelFn, PredictionType
 from vqvdm_core.interfaces.guidance import Guidance
 from vqvdm_core.interfaces.logger import ExperimentLogger, RunInfo
 from vqvdm_core.interfaces.metric import Metric, accepts_conditions, update_metric
+from vqvdm_core.interfaces.quantizer import Quantized, Quantizer
 from vqvdm_core.interfaces.sampler import DenoiseFn, Sampler, SamplingChain, StepCallback, respace
 from vqvdm_core.interfaces.schedule import NoiseSchedule
 from vqvdm_core.interfaces.tokenizer import VideoTokenizer
@@ -53,6 +55,8 @@ __all__ = [
     "VideoDataset",
     "ExperimentLogger",
     "RunInfo",
+    "Quantizer",
+    "Quantized",
     "accepts_conditions",
     "update_metric",
     "ModelFn",
@@ -77,5 +81,6 @@ INTERFACES: dict[str, type] = {
     "metric": Metric,
     "dataset": VideoDataset,
     "logger": ExperimentLogger,
+    "quantizer": Quantizer,
 }
 """Kind name -> the interface its components must implement."""

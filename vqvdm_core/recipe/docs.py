@@ -219,7 +219,10 @@ def render() -> str:
             continue
         out.write(f'<a id="{_kind_anchor(kind)}"></a>\n\n## {kind} components\n\n')
         where = ", ".join(f"`{p}`" for p in slots_of[kind])
-        out.write(f"Used at {where}. Names: " + ", ".join(f"[`{e.name}`](#{kind}-{e.name})" for e in of_kind)
+        # A kind with no slot of its own is a node inside another component's config (a tokenizer's
+        # ``quantizer``): say so instead of naming no place.
+        used = f"Used at {where}" if where else "Used as a node inside another component's config (e.g. a tokenizer's `quantizer`)"
+        out.write(f"{used}. Names: " + ", ".join(f"[`{e.name}`](#{kind}-{e.name})" for e in of_kind)
                   + ".\n\n")
         for entry in of_kind:
             out.write(f'<a id="{kind}-{entry.name}"></a>\n\n### {kind} `{entry.name}`\n\n')

@@ -21,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from vqvdm_core.errors import UserError, missing_file_messages
-from vqvdm_core.interfaces import TrainStep, VideoTokenizer, iter_parameters
+from vqvdm_core.interfaces import Quantized, Quantizer, TrainStep, VideoTokenizer, iter_parameters
 from vqvdm_core.interfaces.configurable import ComponentConfig, FilePurpose
 from vqvdm_plugins.vqgan3d.decoder import Decoder
 from vqvdm_plugins.vqgan3d.discriminator import VideoDiscriminator
@@ -29,7 +29,7 @@ from vqvdm_plugins.vqgan3d.encoder import Encoder, resampling_plan
 from vqvdm_plugins.vqgan3d.losses import (adversarial_factor, discriminator_loss, feature_matching_loss,
                                           generator_adversarial_loss)
 from vqvdm_plugins.vqgan3d.perceptual import PerceptualLoss, require_vgg16
-from vqvdm_plugins.vqgan3d.quantizer import QuantizerOutput, VectorQuantizer
+from vqvdm_plugins.vqgan3d.quantizer_node import VQ_FIELDS, build_quantizer, quantizer_node
 
 __all__ = ["VQGAN3D"]
 
@@ -74,6 +74,10 @@ class VQGAN3D(VideoTokenizer):
         codebook_l2_normalize: bool = Field(False, description="cosine-similarity lookup on unit vectors")
         decode_quantizes: bool = Field(
             False, description="snap latents to the codebook in decode (off: decode any latent as is)")
+        quantizer: dict[str, Any] | None = Field(
+            None, description="the quantizer as a node, e.g. {name: fsq, levels: [8, 5, 5, 5]} (vq, fsq, lfq, kl "
+            "or a plug-in's); its channels (vq: code_dim) are wired from latent_channels. null: the paper's vq "
+            "with the fields above (num_codes, beta, codebook_*)")
 
         # -- losses (paper Eq. 1-5) -------------------------------------------------------------
         l2_weight: float = Field(1.0, ge=0, description="weight of ||x - x_hat||^2 (Eq. 1)")
@@ -100,6 +104,31 @@ class VQGAN3D(VideoTokenizer):
                 raise ValueError(f"must be a power of two, got {value}")
             return value
 
+        @field_validator("quantizer", mode="before")
+        @classmethod
+        def _quantizer_node(cls, node: Any) -> Any:
+            return None if node is None else quantizer_node(node)
+
+        @model_validator(mode="after")
+        def _one_quantizer(self) -> "VQGAN3D.Config":
+            if self.quantizer is None:
+                return self
+            given = [name for name in VQ_FIELDS
+                     if getattr(self, name) != type(self).model_fields[name].get_default()]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} {'is a setting' if len(given) == 1 else 'are settings'} of the built-in "
+                    f"vq quantizer, but quantizer is '{self.quantizer['name']}': remove "
+                    f"{'it' if len(given) == 1 else 'them'}, or give the vq quantizer as a node "
+                    f"(quantizer: {{name: vq, {VQ_FIELDS[given[0]]}: ...}})")
+            built = build_quantizer(self, device="meta")
+            if built.latent_channels != self.latent_channels:
+                raise ValueError(
+                    f"the quantizer '{self.quantizer['name']}' makes {built.latent_channels}-channel latents but "
+                    f"latent_channels is {self.latent_channels}: make them agree (set latent_channels: "
+                    f"{built.latent_channels}, or change the quantizer's channels / levels)")
+            return self
+
         @model_validator(mode="after")
         def _levels_match_factors(self) -> "VQGAN3D.Config":
             levels = len(resampling_plan(self.temporal_factor, self.spatial_factor)) + 1
@@ -117,11 +146,11 @@ class VQGAN3D(VideoTokenizer):
                     latent_channels=c.latent_channels, temporal_factor=c.temporal_factor,
                     spatial_factor=c.spatial_factor, norm_groups=c.norm_groups,
                     spatial_padding=c.spatial_padding, mid_blocks=c.mid_blocks)
-        self.encoder = Encoder(**arch)
-        self.quantizer = VectorQuantizer(
-            num_codes=c.num_codes, code_dim=c.latent_channels, beta=c.beta, ema=c.codebook_ema,
-            ema_decay=c.codebook_ema_decay, init_from_data=c.codebook_init_from_data,
-            dead_code_threshold=c.dead_code_threshold, l2_normalize=c.codebook_l2_normalize)
+        # The encoder is built first, then the quantizer, as always (the order of their random
+        # initialisations): the channels the encoder must output come from a probe built on meta.
+        encoder_out = build_quantizer(c, device="meta").input_channels
+        self.encoder = Encoder(**{**arch, "latent_channels": encoder_out})
+        self.quantizer: Quantizer = build_quantizer(c)
         self.decoder = Decoder(**arch, upsample=c.upsample)
         self.discriminator: VideoDiscriminator | None = None
         if c.adversarial_weight > 0 or c.feature_matching_weight > 0:
@@ -158,7 +187,7 @@ class VQGAN3D(VideoTokenizer):
 
     def encode(self, video: Tensor) -> Tensor:
         """``(B, 3, T, H, W)`` -> quantized latent ``(B, latent_channels, T/ft, H/fs, W/fs)``."""
-        return self.quantizer(self.encode_continuous(video)).z_q
+        return self.quantizer(self.encode_continuous(video)).latent
 
     def encode_continuous(self, video: Tensor) -> Tensor:
         """The encoder output ``z_e`` before quantization."""
@@ -172,7 +201,7 @@ class VQGAN3D(VideoTokenizer):
             raise ValueError(f"latent has {latent.shape[1]} channels, vqgan3d expects "
                              f"{self.config.latent_channels}")
         if self.config.decode_quantizes if quantize is None else quantize:
-            latent = self.quantizer.quantize(latent)
+            latent = self.quantizer.snap(latent)
         return self.decoder(latent)
 
     @property
@@ -200,12 +229,12 @@ class VQGAN3D(VideoTokenizer):
             raise RuntimeError("perceptual_weight is 0: no LPIPS network was built")
         return self._perceptual[0](real, fake)
 
-    def reconstruct(self, video: Tensor, *, update_codebook: bool = False) -> tuple[Tensor, QuantizerOutput]:
+    def reconstruct(self, video: Tensor, *, update_codebook: bool = False) -> tuple[Tensor, Quantized]:
         """Encode, quantize and decode ``video``; ``update_codebook`` runs the codebook's training
         updates (EMA, data init, dead-code re-seeding)."""
         z = self.encode_continuous(video)
         quant = self.quantizer(z, update=update_codebook)
-        return self.decoder(quant.z_q), quant
+        return self.decoder(quant.latent), quant
 
     def training_step(self, batch: Mapping[str, Any], *, step: int) -> TrainStep:
         """Losses of Eq. 5 for one batch: ``{"generator": ..., "discriminator": ...}``.
@@ -224,11 +253,8 @@ class VQGAN3D(VideoTokenizer):
 
         l2 = F.mse_loss(recon.float(), video.float())
         g_loss = c.l2_weight * l2 + c.vq_weight * quant.loss
-        logs: dict[str, float] = {
-            "l2": _scalar(l2), "codebook": _scalar(quant.codebook_loss),
-            "commitment": _scalar(quant.commitment_loss), "vq": _scalar(quant.loss),
-            "perplexity": _scalar(quant.perplexity), "codes_in_use": _scalar(quant.codes_in_use),
-        }
+        logs: dict[str, float] = {"l2": _scalar(l2), **{k: _scalar(v) for k, v in quant.stats.items()},
+                                  "vq": _scalar(quant.loss)}
         with torch.no_grad():
             mse = torch.mean((recon.detach().float().clamp(-1, 1) - video.float()) ** 2)
             logs["psnr"] = float(10 * torch.log10(4.0 / mse.clamp_min(1e-10)))  # peak-to-peak 2

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
+from vqvdm_core.errors import WorkFailure
 from vqvdm_core.pipeline.conditions import field_values
 from vqvdm_core.pipeline.context import LATENTS_FILE, RunContext
 from vqvdm_core.pipeline.latent_cache import condition_fields, save_latents
@@ -51,6 +53,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
     latent = torch.cat(latents)
     fps_t, label_t = torch.cat(fps), torch.cat(labels)
     std = float(latent.std())
+    if settings.scale == "auto" and not (math.isfinite(std) and std > 0):
+        raise WorkFailure(
+            f"the tokenizer's latents of the {latent.shape[0]} training clips have std {std}: "
+            + ("every clip encodes to the same latent (a tokenizer that collapsed, or one trained too "
+               "briefly for its quantizer to leave one code)" if std == 0 else "they are not finite")
+            + ", so latents.scale cannot be measured. Train the tokenizer longer (train.tokenizer.steps, and "
+            "--force), or set latents.scale in the recipe")
     scale = 1.0 / std if settings.scale == "auto" else float(settings.scale)
     # Every other per-clip field the data provides (a plug-in conditioner's "motion"...), if every batch had it.
     field_t = {k: torch.cat(v) for k, v in fields.items() if sum(len(x) for x in v) == latent.shape[0]}
