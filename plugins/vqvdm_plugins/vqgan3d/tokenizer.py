@@ -186,7 +186,8 @@ class VQGAN3D(VideoTokenizer):
         return (c.latent_channels, frames // ft, height // fs, width // fs)
 
     def encode(self, video: Tensor) -> Tensor:
-        """``(B, 3, T, H, W)`` -> quantized latent ``(B, latent_channels, T/ft, H/fs, W/fs)``."""
+        """``(B, 3, T, H, W)`` -> latent ``(B, latent_channels, T/ft, H/fs, W/fs)``: quantized (a ``kl``
+        quantizer's posterior mean in eval mode, a sample in training mode)."""
         return self.quantizer(self.encode_continuous(video)).latent
 
     def encode_continuous(self, video: Tensor) -> Tensor:
