@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from vqvdm_core.errors import ComponentError, MissingFileError, UserError, brief
+from vqvdm_core.io.checksum import file_sha256
 from vqvdm_core.io.paths import check_can_write
 from vqvdm_core.registry import Entry, Registry
 
@@ -335,7 +336,7 @@ def verify_folder(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
         file = folder / rel
         if not file.is_file():
             problems.append(f"{rel} is missing")
-        elif _sha256(file) != sha:
+        elif file_sha256(file) != sha:
             problems.append(f"{rel} does not match its sha256 in {INDEX_FILE} (changed or corrupt)")
     if problems:
         raise PretrainedFolderError(f"the pipeline {folder} cannot be loaded: " + "; ".join(problems)
@@ -468,11 +469,3 @@ def _safe_relative(name: Any, what: str, *, error: type[UserError] = UserError) 
     if pure.is_absolute() or any(part in ("..", ".", "") for part in name.split("/")):
         raise error(f"{what} outside the folder or with an unnormalised path: {name!r}")
     return str(pure)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
