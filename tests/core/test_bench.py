@@ -87,6 +87,17 @@ def test_bench_json_has_every_field_with_consistent_totals(recipe_file):
     assert pix["flops_decode"] == 0
 
 
+def test_bench_times_a_transformer_denoiser_in_both_spaces(tmp_path, module_standins):
+    path = tmp_path / "dit.yaml"
+    dit = {"name": "dit3d", "width": 16, "depth": 2, "heads": 2, "patch_size": 2}
+    path.write_text(yaml.safe_dump(tiny_recipe(denoiser=dit), sort_keys=False))
+    data = json.loads(bench(path, "--json").stdout)
+    lat, pix = data["latent"], data["pixel"]
+    assert lat["denoiser"] == pix["denoiser"] == "dit3d"
+    assert lat["denoiser_config"]["in_channels"] == 2 and pix["denoiser_config"]["in_channels"] == 3
+    assert lat["flops_per_step"] > 0 and pix["flops_per_step"] > 0  # the attention kernels counted
+
+
 def test_bench_pixel_size_option_and_repeats(recipe_file):
     data = json.loads(bench(recipe_file, "--json", "--pixel-size", "8", "--repeats", "2").stdout)
     assert data["pixel"]["clip_shape"] == [4, 8, 8]

@@ -21,14 +21,30 @@ ModelFn = Callable[[Tensor, Tensor], Tensor]
 class Denoiser(Configurable, nn.Module, abc.ABC):
     """The network of the reverse process.
 
-    ``forward(x_t, t, emb)``: ``x_t`` ``(B, c, t, h, w)``, ``t`` ``(B,)`` integer time steps,
-    ``emb`` ``(B, emb_dim)`` summed condition embeddings or ``None`` -> prediction of ``x_t``'s shape.
-    The denoiser owns the time-step embedding; condition embeddings are added to it.
+    ``forward(x_t, t, emb=None, known=None)`` -> a prediction of ``x_t``'s shape, where
 
-    A denoiser with :attr:`known_frames_rate` > 0 also takes ``known`` ``(B, c + 1, t, h, w)``: the
-    clean latent of the frames that are given (zero elsewhere) and, as the last channel, a mask that
-    is 1 on those frames (frame conditioning, as FDM and MCVD train it). Training gives such a
-    denoiser a known prefix at that rate; long videos and continuations pass the known frames.
+    * ``x_t`` ``(B, c, T, h, w)`` is the noisy latent;
+    * ``t`` ``(B,)`` (or a scalar for every clip) is the time value the schedule gives the network
+      (DDPM: integer steps in ``[0, num_train_steps)``); the denoiser owns its time embedding;
+    * ``emb`` ``(B, emb_dim)`` is **all the conditions as one vector per clip**: the sum of every
+      conditioner's embedding, each built at the width :attr:`emb_dim` (in the guidance's
+      unconditional half the guided conditioners give their null embedding: ``emb`` is still a
+      tensor). ``None`` only when the system has no conditioner; a denoiser treats it as zeros. How
+      the vector enters the network is the denoiser's choice, and :attr:`emb_dim` is all the system
+      asks of it: ``unet3d`` and ``dit3d`` add it to their time embedding (ADM, DiT), a wrapped peer
+      network that takes its condition elsewhere (diffusers' Latte, cross-attending to it as one
+      token: ``plugins/example-plugin``) passes it there;
+    * ``known`` ``(B, c + 1, T, h, w)``, only for a denoiser with :attr:`known_frames_rate` > 0: the
+      clean latent of the frames that are given (zero elsewhere) and, as the last channel, a mask
+      that is 1 on those frames (frame conditioning, as FDM and MCVD train it). Training gives such a
+      denoiser a known prefix at that rate; long videos and continuations pass the known frames. A
+      denoiser with rate 0 is never passed ``known``.
+
+    Training and sampling call the same ``forward``: there are no training-only arguments. Training
+    differs only by ``module.training`` (dropout and the like) and by the known prefixes above; the
+    condition dropout of classifier-free guidance is the conditioners' (they replace dropped values
+    by their null value before embedding), never the denoiser's. A denoiser needing more (a
+    frame-size rule, say) checks its inputs in ``forward`` and raises ``ValueError`` naming the rule.
     """
 
     kind: ClassVar[str] = "denoiser"
@@ -50,5 +66,6 @@ class Denoiser(Configurable, nn.Module, abc.ABC):
         return 0.0
 
     @abc.abstractmethod
-    def forward(self, x_t: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
-        """Predict for ``x_t`` at time steps ``t`` given condition embedding ``emb``."""
+    def forward(self, x_t: Tensor, t: Tensor, emb: Tensor | None = None, known: Tensor | None = None) -> Tensor:
+        """Predict for ``x_t`` at time values ``t`` given the condition embedding ``emb`` (and the
+        known frames ``known``, with frame conditioning)."""

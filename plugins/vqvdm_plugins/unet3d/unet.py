@@ -12,6 +12,7 @@ from vqvdm_core.errors import ComponentError
 from vqvdm_core.interfaces import Denoiser, PredictionType
 from vqvdm_core.interfaces.configurable import ComponentConfig
 from vqvdm_plugins.embeddings import SinusoidalEmbedding
+from vqvdm_plugins.frame_conditioning import with_known_frames
 from vqvdm_plugins.unet3d.block import UNetBlock
 from vqvdm_plugins.unet3d.padding import TemporalReplicateConv3d
 from vqvdm_plugins.unet3d.resample import Downsample, Upsample
@@ -185,15 +186,7 @@ class UNet3D(Denoiser):
         """``x_t`` ``(B, c, T, H, W)``, ``t`` ``(B,)`` (or a scalar), ``emb`` ``(B, emb_dim)`` or None;
         ``known`` ``(B, c + 1, T, H, W)`` (clean known frames and their mask) with ``known_frames``."""
         self._check_input(x_t)
-        if self.config.known_frames > 0:
-            if known is None:  # nothing given: an all-zero latent and mask
-                known = x_t.new_zeros((x_t.shape[0], x_t.shape[1] + 1, *x_t.shape[2:]))
-            if known.shape != (x_t.shape[0], x_t.shape[1] + 1, *x_t.shape[2:]):
-                raise ValueError(f"unet3d: known must be (B, c + 1, T, H, W) = "
-                                 f"{(x_t.shape[0], x_t.shape[1] + 1, *x_t.shape[2:])}, got {tuple(known.shape)}")
-            x_t = torch.cat([x_t, known.to(x_t.dtype)], dim=1)  # (B, 2c + 1, T, H, W)
-        elif known is not None:
-            raise ValueError("unet3d was built without known_frames: it takes no known frames")
+        x_t = with_known_frames(x_t, known, enabled=self.config.known_frames > 0, name="unet3d")  # (B, 2c + 1, ...)
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
         cond = self.time_embed(t)  # (B, emb_dim)
