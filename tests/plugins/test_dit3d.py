@@ -14,7 +14,7 @@ from torch import nn
 from vqvdm_core import create
 from vqvdm_core.errors import ComponentError
 from vqvdm_plugins.dit3d import DiT3D
-from vqvdm_plugins.dit3d.attention import AxisAttention
+from vqvdm_plugins.dit3d.attention import AxisAttention, attend
 from vqvdm_plugins.dit3d.block import DiTBlock
 from vqvdm_plugins.dit3d.patches import PatchEmbed, unpatchify
 from vqvdm_plugins.dit3d.positions import sincos_2d
@@ -74,6 +74,15 @@ def test_axis_attention_matches_a_softmax_reference():
     scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
     out = (scores.softmax(-1) @ split(v)).transpose(-2, -3).flatten(-2)  # (B, S, T, width)
     torch.testing.assert_close(attn(x), attn.to_out(out).permute(0, 2, 1, 3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("length", [1, 8, 32, 33])
+def test_sampling_attention_equals_the_fused_kernel(causal, length):
+    q, k, v = (torch.randn(3, 2, length, 8) for _ in range(3))
+    fused = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    with torch.no_grad():  # short sequences: explicit matmuls on the CPU
+        torch.testing.assert_close(attend(q, k, v, causal=causal), fused, rtol=1e-5, atol=1e-6)
 
 
 def test_spatial_attention_never_mixes_frames_and_temporal_never_mixes_positions():
@@ -255,8 +264,15 @@ def test_attention_runs_through_the_fused_kernel(monkeypatch):
         return fused(*args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
-    tiny_dit(variant=3)(torch.randn(1, 4, 2, 4, 4), torch.tensor([1]))
+    dit = tiny_dit(variant=3)
+    dit(torch.randn(1, 4, 2, 4, 4), torch.tensor([1]))  # training: always the fused kernel
     assert calls == [False, True] * 4  # per block: spatial, then causal temporal
+    calls.clear()
+    with torch.no_grad():
+        dit(torch.randn(1, 4, 2, 4, 4), torch.tensor([1]))  # sampling: 4 and 2 tokens, explicit
+        assert calls == []
+        dit(torch.randn(1, 4, 2, 16, 16), torch.tensor([1]))  # 64 tokens per frame: fused again
+        assert calls == [False] * 4
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "x0", "v"])

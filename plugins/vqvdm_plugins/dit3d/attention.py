@@ -13,15 +13,37 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from vqvdm_plugins.rotary import rotary_embedding
 
-__all__ = ["AxisAttention"]
+__all__ = ["AxisAttention", "attend"]
 
 Axis = Literal["spatial", "temporal"]
+
+SHORT = 32
+"""Sequences up to this length are attended with explicit batched matmuls when no gradient is
+needed on the CPU (sampling): the fused CPU kernel's per-sequence blocking dominates there (measured,
+AMD EPYC, 2 threads, fp32, 6 heads of 32: 16 tokens x 256 sequences 10.3 ms fused vs 3.3 ms
+explicit, 8 causal tokens x 512 sequences 18.2 vs 2.4 ms); training keeps the fused kernel, whose
+backward is the faster one (33.8 vs 52.4 ms, 58.1 vs 103.4 ms)."""
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, *, causal: bool) -> Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` over ``(N, heads, L, d)`` (``causal``: no query attends to a
+    later key): the fused ``scaled_dot_product_attention``, or the same sums as explicit matmuls for
+    short sequences when sampling on the CPU."""
+    length = q.shape[-2]
+    if torch.is_grad_enabled() or q.device.type != "cpu" or length > SHORT:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, heads, L, L)
+    if causal:
+        later = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(later, float("-inf"))
+    return scores.softmax(dim=-1) @ v
 
 
 class AxisAttention(nn.Module):
@@ -52,8 +74,7 @@ class AxisAttention(nn.Module):
                             qkv=3, h=self.heads)  # each (N, heads, L, d)
         if self.rope:
             q, k = rotary_embedding(q), rotary_embedding(k)
-        out = self.to_out(rearrange(F.scaled_dot_product_attention(q, k, v, is_causal=self.causal),
-                                    "n h l d -> n l (h d)"))  # (N, L, width)
+        out = self.to_out(rearrange(attend(q, k, v, causal=self.causal), "n h l d -> n l (h d)"))  # (N, L, width)
         if self.axis == "spatial":
             return rearrange(out, "(b t) s d -> b t s d", b=b)
         return rearrange(out, "(b s) t d -> b t s d", b=b)
