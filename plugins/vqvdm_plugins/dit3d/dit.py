@@ -178,11 +178,6 @@ class DiT3D(Denoiser):
     def known_frames_rate(self) -> float:
         return self.config.known_frames
 
-    @property
-    def size_multiple(self) -> int:
-        """Latent height and width must be multiples of this (the spatial patch size)."""
-        return self.config.patch_size
-
     def forward(self, x_t: Tensor, t: Tensor, emb: Tensor | None = None, known: Tensor | None = None) -> Tensor:
         """``x_t`` ``(B, c, T, H, W)``, ``t`` ``(B,)`` (or a scalar), ``emb`` ``(B, width)`` or None;
         ``known`` ``(B, c + 1, T, H, W)`` (clean known frames and their mask) with ``known_frames``."""
