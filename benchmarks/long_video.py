@@ -38,6 +38,7 @@ import torch
 
 from _common import REPO, conditions, say, write_json  # noqa: F401  (puts the repository on sys.path)
 from sampler_quality import cpu_flags, parse_sampler
+from vqvdm_core.interfaces.sampler import sampling_chain
 from vqvdm_core.io.pixels import uint8_to_unit_range
 from vqvdm_core.pipeline import open_run
 from vqvdm_core.pipeline.conditions import cycle
@@ -87,7 +88,7 @@ def long_clips(ctx: Any, system: Any, args: argparse.Namespace, sampler: Any, st
     sq = torch.zeros(len(plan), dtype=torch.float64)
     count = torch.zeros(len(plan), dtype=torch.float64)
     generator = torch.Generator(device=ctx.device).manual_seed(args.seed)
-    levels = len(system.schedule.chain(steps, spacing=system.resolve_sampler(sampler).spacing))
+    levels = len(sampling_chain(system.resolve_sampler(sampler), system.schedule, steps))
     n = len(conds)
     start_time = time.perf_counter()
     batches = math.ceil(n / args.batch_size)
@@ -139,7 +140,7 @@ def continuations(ctx: Any, system: Any, args: argparse.Namespace, sampler: Any,
     generator = torch.Generator(device=ctx.device).manual_seed(args.seed + 1)
     agree, errors, given_speed = [], [], []
     plan = system.plan(frames=total, context=torch.zeros(1, 3, k, *system.clip_shape[1:]), overlap=args.overlap)
-    levels = len(system.schedule.chain(steps, spacing=system.resolve_sampler(sampler).spacing))
+    levels = len(sampling_chain(system.resolve_sampler(sampler), system.schedule, steps))
     start_time = time.perf_counter()
     with progress(ctx.console, math.ceil(count / args.batch_size) * len(plan) * levels,
                   f"continuations: {len(plan)} windows x {levels} steps") as advance:

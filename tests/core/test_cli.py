@@ -58,7 +58,8 @@ def test_list_components_verbose_shows_choices_tuple_shapes_bounds_and_descripti
     result = runner.invoke(app, ["list-components", "--verbose", "--no-check", "--kind", "sampler"],
                            terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert 'spacing: "uniform" | "trailing" | "karras" | "log_snr" = "uniform"' in result.output
+    assert 'spacing: str = "uniform"' in result.output  # its names are the schedule's, checked at load
+    assert 'space: "auto" | "sigma" | "flow" = "auto"' in result.output  # euler, heun
     assert "eta: float ≥ 0.0, ≤ 1.0 = 0.0" in result.output  # dpmpp_2m
     assert "fresh noise at every level" in result.output  # a field's description
     result = runner.invoke(app, ["list-components", "--verbose", "--no-check", "--kind", "dataset"],

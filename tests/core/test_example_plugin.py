@@ -204,19 +204,26 @@ def test_the_installed_plugin_config_takes_part_in_recipe_validation(plugin_site
     assert registry.entry("metric", "temporal_flicker").distribution == "vqvdm-example-plugin"
 
 
-def test_a_third_party_sampler_is_listed_and_validated_in_recipes(plugin_site, tmp_path):
-    proc = cli(plugin_site, "list-components", "--kind", "sampler", "--json")
+def test_a_third_party_schedule_is_listed_and_validated_with_the_samplers_in_recipes(plugin_site, tmp_path):
+    proc = cli(plugin_site, "list-components", "--kind", "schedule", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    assert rows["heun"]["distribution"] == "vqvdm-example-plugin" and rows["heun"]["kind"] == "sampler"
-    assert rows["heun"]["status"] == "available" and {"ddpm", "ddim", "dpmpp_2m"} <= set(rows)
-    good = tmp_path / "heun.yaml"
-    good.write_text(RECIPE + "sample: {sampler: {name: heun, spacing: log_snr}}\n")
+    assert rows["cosine_path"]["distribution"] == "vqvdm-example-plugin"
+    assert rows["cosine_path"]["status"] == "available" and {"ddpm", "flow", "edm"} <= set(rows)
+    below_noise = RECIPE.replace("schedule: tiny_schedule", "schedule: {name: cosine_path, t_max: 0.98}")
+    good = tmp_path / "cosine.yaml"
+    good.write_text(below_noise + "sample: {sampler: {name: heun}}\n")
     proc = cli(plugin_site, "validate", str(good))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "sampler=heun" in proc.stdout
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(RECIPE + "sample: {sampler: {name: heun, spacing: logsnr}}\n")
-    proc = cli(plugin_site, "validate", str(bad))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
-    assert "sample.sampler.spacing" in proc.stdout + proc.stderr
+    assert "schedule=cosine_path" in proc.stdout and "sampler=heun" in proc.stdout
+    out = {}
+    for name, text in (("spacing", below_noise + "sample: {sampler: {name: heun, spacing: log_snr}}\n"),
+                       ("noise", RECIPE.replace("schedule: tiny_schedule", "schedule: cosine_path")
+                        + "sample: {sampler: {name: heun, space: sigma}}\n")):
+        (tmp_path / f"{name}.yaml").write_text(text)
+        proc = cli(plugin_site, "validate", str(tmp_path / f"{name}.yaml"))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+        out[name] = proc.stdout + proc.stderr
+    assert "sample.sampler.spacing" in out["spacing"] and "use one of: uniform, trailing" in out["spacing"]
+    # the chain starts in pure noise, where x / alpha (heun's sigma coordinates) does not exist
+    assert "sample.sampler" in out["noise"] and "use space: flow" in out["noise"]

@@ -177,8 +177,8 @@ def test_sampler_config_sets_the_default_and_sample_overrides_it():
     ddim_default = DDPMSchedule(sampler="ddim")
     assert torch.equal(run(ddim_default), run(DDPMSchedule(), sampler="ddim"))
     assert not torch.allclose(run(ddim_default), run(ddim_default, sampler="ddpm"))
-    with pytest.raises(ComponentError, match="Available samplers: ddim, ddpm, dpmpp_2m"):
-        run(ddim_default, sampler="euler")
+    with pytest.raises(ComponentError, match="Available samplers: ddim, ddpm, dpmpp_2m, euler, heun"):
+        run(ddim_default, sampler="midpoint")
 
 
 def test_progress_is_reported_once_per_step_and_steps_are_checked():

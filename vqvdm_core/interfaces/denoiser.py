@@ -12,7 +12,7 @@ from vqvdm_core.interfaces.configurable import Configurable
 
 __all__ = ["Denoiser", "ModelFn", "PredictionType"]
 
-PredictionType = Literal["epsilon", "x0", "v"]
+PredictionType = Literal["epsilon", "x0", "v", "velocity"]
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 """``model_fn(x_t, t) -> prediction``: the denoiser with its conditioning and guidance bound."""
@@ -24,8 +24,12 @@ class Denoiser(Configurable, nn.Module, abc.ABC):
     ``forward(x_t, t, emb=None, known=None)`` -> a prediction of ``x_t``'s shape, where
 
     * ``x_t`` ``(B, c, T, h, w)`` is the noisy latent;
-    * ``t`` ``(B,)`` (or a scalar for every clip) is the time value the schedule gives the network
-      (DDPM: integer steps in ``[0, num_train_steps)``); the denoiser owns its time embedding;
+    * ``t`` ``(B,)`` (or a scalar for every clip) is the time value the schedule gives the network,
+      of the schedule's :attr:`~vqvdm_core.interfaces.NoiseSchedule.time_dtype` (DDPM: integer
+      steps in ``[0, num_train_steps)``; flow: ``1000 t``, float; EDM: ``ln(sigma) / 4``, float);
+      the denoiser owns its time embedding, which must take real values; ``x_t`` is what the
+      schedule's :meth:`~vqvdm_core.interfaces.NoiseSchedule.model_input` made of the state
+      (EDM's ``c_in`` scaling; the state itself elsewhere);
     * ``emb`` ``(B, emb_dim)`` is **all the conditions as one vector per clip**: the sum of every
       conditioner's embedding, each built at the width :attr:`emb_dim` (in the guidance's
       unconditional half the guided conditioners give their null embedding: ``emb`` is still a
@@ -52,7 +56,8 @@ class Denoiser(Configurable, nn.Module, abc.ABC):
     @property
     @abc.abstractmethod
     def prediction_type(self) -> PredictionType:
-        """What the network predicts: ``"epsilon"`` (the paper), ``"x0"`` or ``"v"``."""
+        """What the network predicts: ``"epsilon"`` (the paper), ``"x0"``, ``"v"`` or ``"velocity"``
+        (``eps - x0``, flow matching's target); :mod:`vqvdm_core.interfaces.gaussian_path`."""
 
     @property
     @abc.abstractmethod

@@ -31,6 +31,11 @@ class Metric(Configurable, abc.ABC):
     requires_real: ClassVar[bool] = True
     """Whether ``compute`` needs real clips (FVD, KVD) or only generated ones (IS, probes)."""
 
+    inputs: ClassVar[str] = "video"
+    """What ``update`` is fed: ``"video"`` (clips in [-1, 1]) or ``"latent"``: the generated latents
+    ``(B, c, t, h, w)`` before decoding and, as the real set, the cached training latents (both
+    unscaled; ``latent_fd``). A samples file's clips are encoded with the run's tokenizer for it."""
+
     @abc.abstractmethod
     def update(self, *, real: Tensor | None = None, fake: Tensor | None = None,
                labels: Tensor | None = None, fps: Tensor | None = None) -> None:

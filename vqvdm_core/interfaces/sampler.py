@@ -4,18 +4,20 @@ A sampler is a small function over a *chain* of noise levels (k-diffusion's shap
 
 * ``denoise(x, i) -> (x0, eps)``: the model's estimates of the clean sample and of the noise for the
   state ``x`` at level ``i`` of the chain (the schedule turns the denoiser's raw prediction, epsilon,
-  x0 or v, into both, so every sampler works for every prediction type);
+  x0, v or velocity, into both, so every sampler works for every prediction type);
 * ``x``: the state at level 0 (pure noise, or a noised clip for SDEdit-style editing);
-* a :class:`SamplingChain`: the training time steps it visits, noisiest first, with their
-  ``abar`` (the cumulative product of ``1 - beta``); one past the last level is the clean end.
+* a :class:`SamplingChain`: the levels it visits, noisiest first, each a point of the schedule's
+  Gaussian path ``x = alpha x0 + sigma eps`` with the time value the denoiser sees
+  (:class:`~vqvdm_core.interfaces.gaussian_path.Level`); one past the last level is the clean end
+  (``alpha = 1``, ``sigma = 0``).
 
 It returns the state at the clean end and reports each level through ``callback``
 (:class:`SamplerStep`: the state the model saw and its x0 estimate). The schedule keeps the forward
-process and builds chains (:meth:`~vqvdm_core.interfaces.NoiseSchedule.chain`); the update rules
-live in the sampler plug-ins. :func:`run_sampler` wires the three together.
-
-All chains here are variance preserving: ``x_t = alpha_t x0 + sigma_t eps`` with
-``alpha_t = sqrt(abar_t)`` and ``sigma_t = sqrt(1 - abar_t)``.
+process and builds chains (:meth:`~vqvdm_core.interfaces.NoiseSchedule.chain`, or any time values
+through :meth:`~vqvdm_core.interfaces.NoiseSchedule.chain_at`); the update rules live in the
+sampler plug-ins, written with the chain's ``alpha``, ``sigma`` and ``log_snr`` only, so they run
+on every path (DDPM's variance-preserving chain, rectified flow, EDM). :func:`run_sampler` wires
+the three together, and refuses a combination that cannot run before any denoiser call.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import Tensor
 
 from vqvdm_core.errors import ComponentError, UserError
 from vqvdm_core.interfaces.configurable import ComponentConfig, Configurable
+from vqvdm_core.interfaces.gaussian_path import Level
 
 if TYPE_CHECKING:
     from vqvdm_core.interfaces.denoiser import ModelFn, PredictionType
@@ -53,22 +56,27 @@ __all__ = [
     "reporting",
     "resolve_sampler",
     "sampler_label",
+    "sampling_chain",
     "respace",
     "run_sampler",
     "uniform_timesteps",
 ]
 
-Spacing = Literal["uniform", "trailing", "karras", "log_snr"]
+Spacing = str
+"""A spacing name: which ones a schedule takes is the schedule's (:attr:`NoiseSchedule.spacings`)."""
 SPACINGS: tuple[str, ...] = ("uniform", "trailing", "karras", "log_snr")
-SPACING_HELP = ("how the schedule spaces the chain's levels: uniform (the paper's respacing), trailing, "
-                "karras or log_snr (see vqvdm_core.interfaces.sampler.respace)")
+"""The spacings of a variance-preserving table (:func:`respace`; the ``ddpm`` schedule)."""
+SPACING_HELP = ("how the schedule spaces the chain's levels, a name the recipe's schedule takes (ddpm: uniform, "
+                "the paper's respacing, trailing, karras or log_snr; flow: uniform in shifted t, alias trailing; "
+                "edm: uniform in sigma^(1/rho), aliases karras and trailing); checked against the schedule when "
+                "the recipe loads")
 """The description of a sampler Config's ``spacing`` field."""
 
 class SamplerConfig(ComponentConfig):
     """Base of a sampler plug-in's ``Config``: the ``spacing`` every sampler takes (subclasses add
     their own options, or change the default with ``spacing: Spacing = Field("karras", ...)``)."""
 
-    spacing: Spacing = Field("uniform", description=SPACING_HELP)
+    spacing: Spacing = Field("uniform", pattern=r"^[a-z][a-z0-9_]*$", description=SPACING_HELP)
 
 
 DenoiseFn = Callable[[Tensor, int], tuple[Tensor, Tensor]]
@@ -83,8 +91,8 @@ class SamplerStep:
     """Position in the chain, 0 = the noisiest level."""
     num_steps: int
     """Levels in the chain (denoiser calls of a one-call-per-level sampler)."""
-    timestep: int
-    """The training time step the denoiser saw."""
+    timestep: float
+    """The time value the denoiser saw (DDPM: the integer training step)."""
     x: Tensor
     """The state at this level (what the denoiser saw)."""
     x0: Tensor
@@ -96,45 +104,128 @@ StepCallback = Callable[[SamplerStep], None]
 
 @dataclass(frozen=True)
 class SamplingChain:
-    """The noise levels a sampler visits, noisiest first; one past the last is the clean end.
+    """The levels a sampler visits, noisiest first; one past the last is the clean end.
 
-    ``timesteps[i]`` is the training time step of level ``i`` (strictly descending) and
-    ``alphas_cumprod[i]`` its ``abar`` (float64 Python floats, strictly ascending). Level
-    ``len(chain)`` has ``abar = 1``: ``alpha = 1``, ``sigma = 0``, ``log_snr = inf``.
+    Level ``i`` is ``x = alphas[i] x0 + sigmas[i] eps``, and the denoiser sees ``timesteps[i]`` (the
+    schedule's time value: DDPM's integer training step, ``1000 t`` for rectified flow, EDM's
+    ``c_noise``). Levels are ordered by strictly ascending log-SNR; every level has ``sigma > 0``.
+    Level ``len(chain)`` is the clean end: ``alpha = 1``, ``sigma = 0``, ``log_snr = inf``.
+
+    A variance-preserving table (DDPM) gives ``alphas_cumprod`` instead of ``alphas`` / ``sigmas``
+    (the form chains had before other paths): ``alpha = sqrt(abar)``, ``sigma = sqrt(1 - abar)``,
+    computed as they always were, so those chains' arithmetic is unchanged bit for bit. ``space``
+    names the coordinates in which the path's probability-flow ODE is natural for a fixed-step
+    solver (:attr:`space`); ``euler`` and ``heun`` use it by default.
     """
 
-    timesteps: tuple[int, ...]
-    alphas_cumprod: tuple[float, ...]
+    timesteps: tuple[float, ...]
+    alphas_cumprod: tuple[float, ...] | None = None
+    alphas: tuple[float, ...] | None = None
+    sigmas: tuple[float, ...] | None = None
+    space: str = "sigma"
+    """``sigma``: ``(x / alpha, sigma / alpha)``, where the ODE is ``dx~/dsigma~ = eps`` (Karras et
+    al. 2022; DDPM, EDM); ``flow``: ``(x / (alpha + sigma), sigma / (alpha + sigma))``, the linear
+    interpolant, where it is ``dy/dtau = eps - x0`` (rectified flow, whose first level has
+    ``alpha = 0`` and no sigma coordinates)."""
 
     def __post_init__(self) -> None:
-        if not self.timesteps or len(self.timesteps) != len(self.alphas_cumprod):
-            raise ValueError("a sampling chain needs one abar per time step and at least one step")
-        if any(a <= b for a, b in zip(self.timesteps, self.timesteps[1:])):
-            raise ValueError(f"a sampling chain's time steps must strictly descend, got {self.timesteps}")
-        if not all(0.0 < a < 1.0 for a in self.alphas_cumprod):
-            raise ValueError("a sampling chain's abar values must lie strictly between 0 and 1")
+        n = len(self.timesteps)
+        if self.alphas_cumprod is not None:
+            if self.alphas is not None or self.sigmas is not None:
+                raise ValueError("a sampling chain takes alphas_cumprod or alphas and sigmas, not both")
+            if not n or n != len(self.alphas_cumprod):
+                raise ValueError("a sampling chain needs one abar per time step and at least one step")
+            if any(a <= b for a, b in zip(self.timesteps, self.timesteps[1:])):
+                raise ValueError(f"a sampling chain's time steps must strictly descend, got {self.timesteps}")
+            if not all(0.0 < a < 1.0 for a in self.alphas_cumprod):
+                raise ValueError("a sampling chain's abar values must lie strictly between 0 and 1")
+            object.__setattr__(self, "alphas", tuple(math.sqrt(a) for a in self.alphas_cumprod))
+            object.__setattr__(self, "sigmas", tuple(math.sqrt(1.0 - a) for a in self.alphas_cumprod))
+        else:
+            if self.alphas is None or self.sigmas is None:
+                raise ValueError("a sampling chain needs alphas_cumprod (variance preserving) or alphas and sigmas")
+            if not n or not n == len(self.alphas) == len(self.sigmas):
+                raise ValueError("a sampling chain needs one alpha and one sigma per level and at least one level")
+            if not all(math.isfinite(a) and a >= 0.0 for a in self.alphas):
+                raise ValueError(f"a sampling chain's alphas must be finite and >= 0, got {self.alphas}")
+            if not all(math.isfinite(s) and s > 0.0 for s in self.sigmas):
+                raise ValueError(f"a sampling chain's sigmas must be finite and > 0 (sigma = 0 is the clean "
+                                 f"end, after the last level), got {self.sigmas}")
+            snr = [self.log_snr(i) for i in range(n)]
+            if any(a >= b for a, b in zip(snr, snr[1:])):
+                raise ValueError("a sampling chain's levels must go from noisiest to cleanest (strictly "
+                                 f"ascending log-SNR), got log-SNR {snr}")
+        if self.space not in ("sigma", "flow"):
+            raise ValueError(f"a sampling chain's space is 'sigma' or 'flow', got {self.space!r}")
 
     def __len__(self) -> int:
         return len(self.timesteps)
 
+    @property
+    def variance_preserving(self) -> bool:
+        """Whether the chain is a variance-preserving table (given by ``alphas_cumprod``)."""
+        return self.alphas_cumprod is not None
+
+    def level(self, i: int) -> Level:
+        """Level ``i`` (``i < len(chain)``): its time value, alpha and sigma."""
+        if self.alphas_cumprod is not None:
+            return Level.variance_preserving(self.timesteps[i], self.alphas_cumprod[i])
+        assert self.alphas is not None and self.sigmas is not None
+        return Level(time=self.timesteps[i], alpha=self.alphas[i], sigma=self.sigmas[i])
+
     def abar(self, i: int) -> float:
-        """``abar`` of level ``i``; 1.0 at the clean end (``i == len(chain)``)."""
-        return 1.0 if i == len(self) else self.alphas_cumprod[i]
+        """``abar`` of level ``i`` of a variance-preserving chain; 1.0 at the clean end.
+
+        Other paths have no ``abar``: a sampler written for variance-preserving chains only gets a
+        clear error here instead of misreading the state."""
+        if i == len(self):
+            return 1.0
+        if self.alphas_cumprod is None:
+            raise UserError("this sampler reads abar, which only variance-preserving chains (ddpm) have; on "
+                            "this schedule's path use alpha(i) and sigma(i), or a sampler that does")
+        return self.alphas_cumprod[i]
 
     def alpha(self, i: int) -> float:
-        """Signal scale ``sqrt(abar)`` of level ``i``."""
-        return math.sqrt(self.abar(i))
+        """Signal scale of level ``i`` (1 at the clean end)."""
+        if i == len(self):
+            return 1.0
+        if self.alphas_cumprod is not None:
+            return math.sqrt(self.alphas_cumprod[i])
+        assert self.alphas is not None
+        return self.alphas[i]
 
     def sigma(self, i: int) -> float:
-        """Noise scale ``sqrt(1 - abar)`` of level ``i`` (0 at the clean end)."""
-        return math.sqrt(1.0 - self.abar(i))
+        """Noise scale of level ``i`` (0 at the clean end)."""
+        if i == len(self):
+            return 0.0
+        if self.alphas_cumprod is not None:
+            return math.sqrt(1.0 - self.alphas_cumprod[i])
+        assert self.sigmas is not None
+        return self.sigmas[i]
+
+    def variance(self, i: int) -> float:
+        """``sigma^2`` of level ``i`` (``1 - abar`` on a variance-preserving chain; 0 at the clean end)."""
+        if self.alphas_cumprod is not None:
+            return 1.0 - self.abar(i)
+        return self.sigma(i) ** 2
+
+    def transition(self, i: int) -> tuple[float, float]:
+        """``(a, v)`` of the forward step from level ``i + 1`` to level ``i``:
+        ``x_i = a x_{i+1} + sqrt(v) z``, with ``a = alpha_i / alpha_{i+1}`` and
+        ``v = sigma_i^2 - a^2 sigma_{i+1}^2`` (on a variance-preserving chain ``v`` is the respaced
+        step's ``beta = 1 - abar_i / abar_{i+1}`` and ``a = sqrt(1 - beta)``)."""
+        if self.alphas_cumprod is not None:
+            beta = 1.0 - self.abar(i) / self.abar(i + 1)
+            return math.sqrt(1.0 - beta), beta
+        a = self.alpha(i) / self.alpha(i + 1)
+        return a, max(self.variance(i) - a * a * self.variance(i + 1), 0.0)
 
     def log_snr(self, i: int) -> float:
-        """Half log signal-to-noise ratio ``lambda = log(alpha / sigma)`` (``inf`` at the clean end)."""
+        """Half log signal-to-noise ratio ``lambda = log(alpha / sigma)`` (``inf`` at the clean end,
+        ``-inf`` where ``alpha = 0``)."""
         if i == len(self):
             return math.inf
-        a = self.alphas_cumprod[i]
-        return 0.5 * (math.log(a) - math.log1p(-a))
+        return self.level(i).log_snr
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,6 +259,16 @@ class Sampler(Configurable, abc.ABC):
         """Denoiser calls for a chain of ``levels`` levels (one per level unless overridden)."""
         return levels
 
+    def chain(self, schedule: NoiseSchedule, steps: int | None, *, start: float | None = None) -> SamplingChain:
+        """The chain this sampler runs for ``steps`` levels from time value ``start`` (default: the
+        schedule's noisiest): ``schedule.chain(steps, start=start, spacing=self.spacing)``. A sampler
+        with a spacing of its own overrides this and builds it with ``schedule.chain_at(times)``."""
+        return schedule.chain(steps, start=start, spacing=self.spacing)
+
+    def check(self, chain: SamplingChain) -> None:
+        """Raise :class:`~vqvdm_core.errors.UserError` if this sampler cannot run on ``chain``; called
+        before any denoiser call. Every built-in sampler runs on every chain except where it says."""
+
 
 def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise of ``x``'s shape, dtype and device, drawn from ``generator``.
@@ -177,6 +278,15 @@ def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def sampling_chain(sampler: Sampler, schedule: NoiseSchedule, steps: int | None, *,
+                   start: float | None = None) -> SamplingChain:
+    """The chain ``sampler`` runs over ``schedule`` for ``steps`` levels, checked by both (a clear
+    :class:`~vqvdm_core.errors.UserError` for a combination that cannot run)."""
+    chain = sampler.chain(schedule, steps, start=start)
+    sampler.check(chain)
+    return chain
 
 
 def notify(callback: StepCallback | None, chain: SamplingChain, i: int, x: Tensor, x0: Tensor) -> None:
@@ -349,7 +459,7 @@ def run_sampler(
     shape: tuple[int, ...] | None = None,
     x: Tensor | None = None,
     steps: int | None = None,
-    start_step: int | None = None,
+    start_step: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     callback: StepCallback | None = None,
@@ -371,12 +481,14 @@ def run_sampler(
         if shape is None:
             raise ValueError("run_sampler needs shape or x")
         x = gaussian_like(torch.empty(shape, device=device), generator)
-    chain = schedule.chain(steps, start=start_step, spacing=sampler.spacing)
+    chain = sampling_chain(sampler, schedule, steps, start=start_step)
+    schedule.check_prediction_type(prediction_type, chain)
 
     def denoise(x_i: Tensor, i: int) -> tuple[Tensor, Tensor]:
-        t = torch.full((x_i.shape[0],), chain.timesteps[i], device=x_i.device, dtype=torch.long)
-        prediction = model_fn(x_i, t).to(x_i.dtype)
-        return schedule.predict_x0_eps(prediction, x_i, chain.alphas_cumprod[i], prediction_type)
+        level = chain.level(i)
+        t = torch.full((x_i.shape[0],), level.time, device=x_i.device, dtype=schedule.time_dtype)
+        prediction = model_fn(schedule.model_input(x_i, t), t).to(x_i.dtype)
+        return schedule.predict_x0_eps(prediction, x_i, level, prediction_type)
 
     return sampler.sample(denoise if wrap is None else wrap(denoise, chain), x, chain,
                           generator=generator, callback=callback)

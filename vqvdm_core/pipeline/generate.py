@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from vqvdm_core.interfaces.sampler import sampling_chain
 from vqvdm_core.pipeline.conditions import Conditions
 from vqvdm_core.runtime.devices import autocast
 from vqvdm_core.runtime.progress import progress
@@ -73,7 +74,7 @@ def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int
     long = frames is not None or context is not None
     windows = len(system.plan(frames=frames, context=None if context is None else context[:1],
                               overlap=overlap)) if long else 1
-    steps_per_batch = windows * len(system.schedule.chain(steps, spacing=sampler.spacing))
+    steps_per_batch = windows * len(sampling_chain(sampler, system.schedule, steps))
     if windows > 1:
         description = f"{description} ({windows} windows)"
     batches = (n + batch_size - 1) // batch_size

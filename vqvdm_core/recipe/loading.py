@@ -1,5 +1,7 @@
-"""Loading a recipe file: YAML (safely sized), ``--set`` overrides, then two-phase validation with
-every problem collected at its recipe path and YAML line (or the ``--set`` that wrote it)."""
+"""Loading a recipe file: YAML (safely sized), ``--set`` overrides, then validation in three phases
+(the structure, each component node against its ``Config``, then the schedule against the denoiser's
+prediction type and the samplers) with every problem collected at its recipe path and YAML line (or
+the ``--set`` that wrote it)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vqvdm_core.errors import ComponentError, RecipeError
+from vqvdm_core.errors import ComponentError, RecipeError, UserError
 from vqvdm_core.recipe.overrides import apply_override
 from vqvdm_core.recipe.schema import COMPONENT_SLOTS, ComponentSpec, Recipe
 from vqvdm_core.registry import REGISTRY, Registry
@@ -87,9 +89,43 @@ def load_recipe(
 
     for path, kind, spec in recipe.components():
         problems.extend(_component_problems(path, kind, spec, registry))
+    if not problems:
+        problems.extend(_sampling_problems(recipe, registry))
     if problems:
         raise RecipeError(_located(problems, lines, overridden), source=label)
     return recipe
+
+
+def _sampling_problems(recipe: Recipe, registry: Registry) -> list[tuple[str, str]]:
+    """Phase three: the schedule with the denoiser's prediction type and with each stage's sampler
+    (its spacing, its space), so that a combination that cannot run is refused at load time."""
+    from vqvdm_core.interfaces.sampler import resolve_sampler, sampling_chain  # torch: only once a recipe loads
+
+    try:
+        schedule = recipe.schedule.build("schedule", registry)
+    except Exception as exc:  # a schedule whose tables cannot be built from valid fields
+        return [("schedule", str(exc))]
+    problems: list[tuple[str, str]] = []
+    prediction_type = getattr(recipe.denoiser.config, "prediction_type", None)
+    if prediction_type is not None:
+        try:
+            schedule.check_prediction_type(prediction_type)
+        except UserError as exc:
+            problems.append(("denoiser.prediction_type", str(exc)))
+    for slot, settings in (("sample.sampler", recipe.sample), ("evaluate.sampler", recipe.evaluate)):
+        if settings.sampler is None and schedule.default_sampler() is None:
+            continue
+        try:
+            sampler = resolve_sampler(settings.sampler, schedule=schedule, registry=registry)
+            # A 2-level chain: its spacing, first level and space are those of any length (the step
+            # count is checked when sampling, as before: recipes that only train keep loading).
+            chain = sampling_chain(sampler, schedule, 2)
+            if prediction_type is not None:
+                schedule.check_prediction_type(prediction_type, chain)
+        except (UserError, ComponentError) as exc:
+            where = f"{slot}.spacing" if "spacing" in str(exc) and settings.sampler is not None else slot
+            problems.append((where, str(exc)))
+    return problems
 
 
 def _component_problems(path: str, kind: str, spec: ComponentSpec,

@@ -48,6 +48,7 @@ from vqvdm_core.interfaces.sampler import (
     reporting,
     resolve_sampler,
     run_sampler,
+    sampling_chain,
 )
 from vqvdm_core.io.pixels import uint8_to_unit_range
 from vqvdm_core.registry import REGISTRY, Registry
@@ -110,6 +111,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         self.denoiser = denoiser
         self.conditioners = nn.ModuleList(conditioners)
         self.schedule = schedule
+        schedule.check_prediction_type(denoiser.prediction_type)
         self.guidance = guidance
         self.sampler = sampler
         """The default sampler of :meth:`sample` (None: the schedule's default)."""
@@ -240,7 +242,11 @@ class LatentVideoDiffusion(nn.Module, Trainable):
     # -- training -------------------------------------------------------------------------------
 
     def training_step(self, batch: Mapping[str, Any], *, step: int) -> TrainStep:
-        """DDPM loss (Eqs. 7-8): MSE between the denoiser output and the schedule's target."""
+        """The denoising loss: the schedule's (weighted) MSE between the denoiser output and its target.
+
+        The paper's DDPM loss (Eqs. 7-8) is the plain mean; a schedule's
+        :meth:`~vqvdm_core.interfaces.NoiseSchedule.loss_weight` (min-SNR, EDM's) weights each clip.
+        """
         z0 = self.scaled_latent(batch)
         b = z0.shape[0]
         # Each draw is made for the global batch and this process keeps its rows (alone: the plain
@@ -248,21 +254,31 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         t = dist.draw_for_global_batch(lambda n: self.schedule.sample_timesteps(n, device=z0.device), b)
         noise = dist.draw_for_global_batch(
             lambda n: torch.randn((n, *z0.shape[1:]), device=z0.device, dtype=z0.dtype), b)
+        kind = self.denoiser.prediction_type
         z_t = self.schedule.add_noise(z0, noise, t)
+        net_input = self.schedule.model_input(z_t, t)
         emb = self.embed(batch, mode="train")
-        target = self.schedule.training_target(z0, noise, t, self.denoiser.prediction_type)
+        target = self.schedule.training_target(z0, noise, t, kind)
+        weight = self.schedule.loss_weight(t, kind)
+        if weight is not None:
+            weight = weight.to(z0.device).reshape(b, *([1] * (z0.ndim - 1)))  # (B, 1, 1, 1, 1)
         if self.denoiser.known_frames_rate <= 0:
-            prediction = self.denoiser(z_t, t, emb)
-            loss = F.mse_loss(prediction.float(), target.float())
+            prediction = self.denoiser(net_input, t, emb)
+            if weight is None:
+                loss = F.mse_loss(prediction.float(), target.float())
+            else:
+                loss = ((prediction.float() - target.float()).pow(2) * weight).mean()
             return TrainStep(losses={"denoiser": loss}, logs={"loss": float(loss.detach())})
         # Frame conditioning: some clips get a clean known prefix; the loss covers the other frames.
         frames, h, w = z0.shape[2:]
         all_lengths = dist.draw_global(
             lambda n: known_lengths(n, frames, rate=self.denoiser.known_frames_rate, device=z0.device), b)
         known = known_input_of_lengths(z0, dist.local_rows(all_lengths, b))
-        prediction = self.denoiser(z_t, t, emb, known=known)
+        prediction = self.denoiser(net_input, t, emb, known=known)
         unknown = 1.0 - known[:, -1:]  # (B, 1, T, h, w)
         squared = (prediction.float() - target.float()).pow(2) * unknown
+        if weight is not None:
+            squared = squared * weight
         # The mean over the global batch's unknown frames: normalised by the shares' mean count (from
         # the global draw of prefix lengths), the loss averaged over shares is the one a single
         # process computes.
@@ -460,7 +476,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         if context is not None:
             encoded = self.tokenizer.encode(context.to(self.device).float()).float() * self.latent_scale
             z[:, :, :encoded.shape[2]] = encoded
-        levels = len(self.schedule.chain(steps, spacing=sampler.spacing))
+        levels = len(sampling_chain(sampler, self.schedule, steps))
         done = 0
 
         def count(i: int, n: int) -> None:

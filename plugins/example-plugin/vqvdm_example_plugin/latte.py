@@ -52,7 +52,7 @@ class LatteDenoiser(Denoiser):
         activation_fn: Literal["gelu-approximate", "geglu", "gelu"] = Field(
             "gelu-approximate", description="feed-forward activation")
         dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the blocks")
-        prediction_type: Literal["epsilon", "x0", "v"] = Field("epsilon", description="what the network predicts")
+        prediction_type: Literal["epsilon", "x0", "v", "velocity"] = Field("epsilon", description="what the network predicts")
 
         @model_validator(mode="after")
         def _patches_fit(self) -> "LatteDenoiser.Config":

@@ -95,8 +95,9 @@ class DiT3D(Denoiser):
         max_frames: int = Field(64, ge=1, description="temporal tokens the learned table holds "
                                 "(temporal_position: learned only)")
         time_encoding_dim: int = Field(256, ge=2, description="width of the sinusoidal time-step encoding (DiT: 256)")
-        prediction_type: Literal["epsilon", "x0", "v"] = Field(
-            "epsilon", description="what the network predicts (the paper: epsilon)")
+        prediction_type: Literal["epsilon", "x0", "v", "velocity"] = Field(
+            "epsilon", description="what the network predicts (the paper: epsilon; flow matching: velocity, "
+            "eps - x0; edm: x0, read through its preconditioning)")
         known_frames: float = Field(
             0.0, ge=0.0, le=1.0, description="fraction of training clips given a clean prefix of known latent "
             "frames (frame conditioning, as unet3d's), so that continuations and long videos see the given "

@@ -28,16 +28,19 @@ class DDIMSampler(Sampler):
 
     def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
-        """``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - s^2) eps + s z`` (Song et al. Eq. 12)
-        with ``s = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)``."""
+        """``x_prev = alpha_prev x0 + sqrt(sigma_prev^2 - s^2) eps + s z`` (Song et al. Eq. 12, on any
+        Gaussian path) with ``s^2 = eta^2 (sigma_prev^2 / sigma_t^2) v``, ``v`` the variance of the
+        forward step ``prev -> t`` (:meth:`SamplingChain.transition`; on DDPM's chain
+        ``1 - abar_t / abar_prev``, so ``s`` is Song et al.'s). At eta 0 this is Euler's method on the
+        probability-flow ODE in either of its linear coordinates (``euler`` on the flow path)."""
         eta = self.config.eta
         for i in range(len(chain)):
             x0, eps = denoise(x, i)
             notify(callback, chain, i, x, x0)
-            abar_t, abar_prev = chain.abar(i), chain.abar(i + 1)
-            s = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev))
-            direction = math.sqrt(max(1.0 - abar_prev - s * s, 0.0))
-            x = math.sqrt(abar_prev) * x0 + direction * eps
+            var_prev = chain.variance(i + 1)
+            s = eta * math.sqrt(var_prev / chain.variance(i) * chain.transition(i)[1])
+            direction = math.sqrt(max(var_prev - s * s, 0.0))
+            x = chain.alpha(i + 1) * x0 + direction * eps
             if s > 0.0:
                 x = x + s * gaussian_like(x, generator)
         return x

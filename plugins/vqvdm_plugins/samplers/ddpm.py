@@ -29,24 +29,26 @@ class DDPMSampler(Sampler):
 
     def sample(self, denoise: DenoiseFn, x: Tensor, chain: SamplingChain, *,
                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Tensor:
-        """``x_prev = c0 x0_hat + c1 x_t + sqrt(var) z`` (Ho et al. Eqs. 6-7).
+        """``x_prev = c0 x0_hat + c1 x_t + sqrt(var) z`` (Ho et al. Eqs. 6-7), on any Gaussian path.
 
-        On a respaced chain the step's beta is recomputed from the kept levels,
-        ``beta = 1 - abar_t / abar_prev`` (Nichol & Dhariwal 2021). ``posterior`` uses the true
-        posterior variance ``beta (1 - abar_prev) / (1 - abar_t)``, ``beta`` uses ``beta``. The step
-        to the clean end adds no noise and returns the mean (the x0 estimate).
+        With ``x_t = a x_prev + sqrt(beta) z`` the forward step between the two levels
+        (:meth:`SamplingChain.transition`; on DDPM's respaced chain ``beta = 1 - abar_t / abar_prev``,
+        Nichol & Dhariwal 2021), the posterior is ``c0 = alpha_prev beta / sigma_t^2``,
+        ``c1 = a sigma_prev^2 / sigma_t^2``; ``posterior`` uses its variance
+        ``beta sigma_prev^2 / sigma_t^2``, ``beta`` uses ``beta``. The step to the clean end adds no
+        noise and returns the mean (the x0 estimate).
         """
         for i in range(len(chain)):
             x0, _ = denoise(x, i)
             notify(callback, chain, i, x, x0)
-            abar_t, abar_prev = chain.abar(i), chain.abar(i + 1)
-            beta = 1.0 - abar_t / abar_prev
-            coef_x0 = math.sqrt(abar_prev) * beta / (1.0 - abar_t)
-            coef_xt = math.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar_t)
+            var_t, var_prev = chain.variance(i), chain.variance(i + 1)
+            a, beta = chain.transition(i)
+            coef_x0 = chain.alpha(i + 1) * beta / var_t
+            coef_xt = a * var_prev / var_t
             mean = coef_x0 * x0 + coef_xt * x
             if i == len(chain) - 1:
                 x = mean
                 continue
-            var = beta * (1.0 - abar_prev) / (1.0 - abar_t) if self.config.variance == "posterior" else beta
+            var = beta * var_prev / var_t if self.config.variance == "posterior" else beta
             x = mean + math.sqrt(var) * gaussian_like(x, generator)
         return x

@@ -39,7 +39,10 @@ class DPMSolverPP2M(Sampler):
 
         ``eta = 0`` is Algorithm 2 (``-alpha (e^{-h} - 1) D``). The first step has no history and
         uses ``D_0 = x0_0`` (first order, i.e. DDIM at eta 0); the step to the clean end
-        (``lambda = inf``) is first order too, which returns ``x0``.
+        (``lambda = inf``) is first order too, which returns ``x0``. A first level of pure noise
+        (``alpha = 0``, ``lambda = -inf``: rectified flow at ``t = 1``) has ``h = inf``: its step is
+        ``x_1 = sigma_1 x_0 + alpha_1 x0_0`` (plus fresh noise with eta), and the next step, whose
+        ``r`` is infinite, is first order too.
         """
         eta = self.config.eta
         previous: Tensor | None = None
@@ -56,7 +59,7 @@ class DPMSolverPP2M(Sampler):
             else:
                 r = h_previous / h
                 d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * previous
-            g = eta * h
+            g = eta * h if eta > 0.0 else 0.0
             x = ((chain.sigma(i + 1) / chain.sigma(i)) * math.exp(-g)) * x \
                 - chain.alpha(i + 1) * math.expm1(-h - g) * d
             if g > 0.0:

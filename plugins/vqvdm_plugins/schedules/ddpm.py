@@ -21,6 +21,14 @@ from torch import Tensor
 
 from vqvdm_core.interfaces import NoiseSchedule, PredictionType
 from vqvdm_core.interfaces.configurable import ComponentConfig
+from vqvdm_core.interfaces.gaussian_path import (
+    LOSS_WEIGHTING_HELP,
+    PREDICTION_TYPES,
+    Level,
+    LossWeighting,
+    loss_weight,
+    prediction_target,
+)
 from vqvdm_core.interfaces.sampler import uniform_timesteps
 
 __all__ = ["DDPMSchedule", "make_betas", "respaced_timesteps"]
@@ -59,6 +67,9 @@ def respaced_timesteps(num_train_steps: int, steps: int | None) -> Tensor:
 class DDPMSchedule(NoiseSchedule):
     """DDPM forward process (1000 steps; linear, cosine or scaled-linear betas) and its respaced chains."""
 
+    label = "ddpm"
+    prediction_types = PREDICTION_TYPES
+
     class Config(ComponentConfig):
         num_train_steps: int = Field(1000, ge=2, description="discrete training time steps")
         beta_schedule: Literal["linear", "cosine", "scaled_linear"] = Field(
@@ -88,6 +99,10 @@ class DDPMSchedule(NoiseSchedule):
         uniform_share: float = Field(
             0.0, ge=0.0, le=1.0, description="log_snr_normal: share of the draws made uniformly over all "
             "steps instead, so that every level the samplers visit keeps some training")
+        loss_weighting: LossWeighting = Field("none", description=LOSS_WEIGHTING_HELP)
+        min_snr_gamma: float = Field(5.0, gt=0.0, description="min_snr weighting: the SNR cap gamma (Hang et al.: 5)")
+        sigma_data: float = Field(1.0, gt=0.0, description="edm weighting: the data's std (latents are scaled "
+                                  "to unit std by the latent scale)")
 
         @model_validator(mode="after")
         def _ordered(self) -> "DDPMSchedule.Config":
@@ -176,7 +191,24 @@ class DDPMSchedule(NoiseSchedule):
             a = self._at("sqrt_abar", t, x0)
             s = self._at("sqrt_one_minus_abar", t, x0)
             return (a * noise - s * x0).to(x0.dtype)
-        raise ValueError(f"unknown prediction type {prediction_type!r}; use epsilon, x0 or v")
+        a, s = self._at("sqrt_abar", t, x0), self._at("sqrt_one_minus_abar", t, x0)
+        return prediction_target(x0, noise, a, s, prediction_type, variance_preserving=True).to(x0.dtype)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(sqrt(abar_t), sqrt(1 - abar_t))`` float64 at integer steps ``t``."""
+        index = t.long().cpu()
+        scales = self._tables["sqrt_abar"][index], self._tables["sqrt_one_minus_abar"][index]
+        return scales[0].to(t.device), scales[1].to(t.device)
+
+    def loss_weight(self, t: Tensor, prediction_type: PredictionType) -> Tensor | None:
+        """``loss_weighting``'s x0-space weight times the squared x0 gain of ``prediction_type``
+        (:mod:`vqvdm_core.interfaces.gaussian_path`); ``None`` for ``none`` (a plain mean, the paper)."""
+        cfg = self.config
+        if cfg.loss_weighting == "none":
+            return None
+        alpha, sigma = self.alpha_sigma(t)
+        return loss_weight(alpha, sigma, prediction_type, cfg.loss_weighting, min_snr_gamma=cfg.min_snr_gamma,
+                           sigma_data=cfg.sigma_data, variance_preserving=True)
 
     def posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of the true posterior ``q(x_{t-1} | x_t, x_0)`` on the full chain.
@@ -203,13 +235,15 @@ class DDPMSchedule(NoiseSchedule):
         prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         return 1.0 - abar / prev
 
-    def predict_x0_eps(self, prediction: Tensor, x_t: Tensor, abar_t: float,
+    def predict_x0_eps(self, prediction: Tensor, x_t: Tensor, level: Level | float,
                        prediction_type: PredictionType) -> tuple[Tensor, Tensor]:
         """The model's ``(x0, eps)`` estimates; with ``clip_x0``, x0 is clamped and eps recomputed."""
-        x0, eps = super().predict_x0_eps(prediction, x_t, abar_t, prediction_type)
+        if not isinstance(level, Level):
+            level = Level.variance_preserving(0, float(level))
+        x0, eps = super().predict_x0_eps(prediction, x_t, level, prediction_type)
         if self.config.clip_x0 is not None:
             x0 = x0.clamp(-self.config.clip_x0, self.config.clip_x0)
-            eps = (x_t - math.sqrt(abar_t) * x0) / math.sqrt(1.0 - abar_t)
+            eps = (x_t - level.alpha * x0) / level.sigma
         return x0, eps
 
     def default_sampler(self) -> str:

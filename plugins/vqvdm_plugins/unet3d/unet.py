@@ -66,8 +66,9 @@ class UNet3D(Denoiser):
         norm_groups: int = Field(32, ge=1, description="GroupNorm groups (largest divisor of the width "
                                  "not above this)")
         dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside residual blocks")
-        prediction_type: Literal["epsilon", "x0", "v"] = Field(
-            "epsilon", description="what the network predicts (the paper: epsilon)")
+        prediction_type: Literal["epsilon", "x0", "v", "velocity"] = Field(
+            "epsilon", description="what the network predicts (the paper: epsilon; flow matching: velocity, "
+            "eps - x0; edm: x0, read through its preconditioning)")
         known_frames: float = Field(
             0.0, ge=0.0, le=1.0, description="beyond the paper: fraction of training clips given a clean "
             "prefix of known latent frames (frame conditioning, as FDM / MCVD), so that continuations and "

@@ -20,9 +20,10 @@ from rich.table import Table
 
 from vqvdm_core.errors import UserError
 from vqvdm_core.interfaces import Metric, update_metric
-from vqvdm_core.interfaces.sampler import sampler_label
+from vqvdm_core.interfaces.sampler import sampler_label, sampling_chain
 from vqvdm_core.pipeline.conditions import cycle
-from vqvdm_core.pipeline.context import RunContext, write_json
+from vqvdm_core.pipeline.context import LATENTS_FILE, RunContext, write_json
+from vqvdm_core.pipeline.latent_cache import LatentDataset
 from vqvdm_core.pipeline.generate import LatentMoments, generate
 from vqvdm_core.pipeline.samples_check import check_samples
 from vqvdm_core.pipeline.samples_file import load_samples_with_conditions
@@ -33,7 +34,19 @@ STAGE = Stage("evaluate", upstream="denoiser", hash_paths=("evaluate", "guidance
               main_process_only=True, reads=("data.train", "data.val", "evaluate"), module=__name__)
 
 
-Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]  # video (B, 3, T, H, W), conditions: field -> (B,)
+Batch = tuple  # video (B, 3, T, H, W), conditions (field -> (B,)) [, the unscaled latent (B, c, t, h, w)]
+
+
+class _LatentTap:
+    """Sees each generated latent before it is decoded: keeps the moments and the latest batch."""
+
+    def __init__(self, moments: LatentMoments) -> None:
+        self.moments = moments
+        self.latest: torch.Tensor | None = None
+
+    def update(self, latent: torch.Tensor) -> None:
+        self.moments.update(latent)
+        self.latest = latent.detach().float()
 
 
 def run(ctx: RunContext, out: Path | None = None) -> dict[str, Any]:
@@ -58,14 +71,15 @@ def generate_and_score(ctx: RunContext, system: Any, metrics: dict[str, Metric],
     built = system.resolve_sampler(sampler)
     start = time.perf_counter()
     moments = LatentMoments()
-    batches = ((video, part.tensors()) for part, video in generate(
+    tap = _LatentTap(moments)
+    batches = ((video, part.tensors(), tap.latest) for part, video in generate(
         system, conditions, batch_size=e.batch_size, steps=steps, sampler=built,
         guidance_scale=guidance_scale, seed=ctx.recipe.seed + 1, device=ctx.device, precision=e.precision,
-        console=ctx.console, description=f"evaluate w={guidance_scale:g}", latent_moments=moments))
+        console=ctx.console, description=f"evaluate w={guidance_scale:g}", latent_moments=tap))
     values = _score(ctx, metrics, batches)
     result = {"guidance_scale": guidance_scale, "num_samples": len(conditions), "steps": steps,
               "sampler": sampler_label(sampler, schedule=system.schedule),
-              "denoiser_calls": built.evaluations(len(system.schedule.chain(steps, spacing=built.spacing))),
+              "denoiser_calls": built.evaluations(len(sampling_chain(built, system.schedule, steps))),
               "seconds": round(time.perf_counter() - start, 2), "values": values}
     if meta.get("latent_std"):
         ratio = moments.std / float(meta["latent_std"])
@@ -111,12 +125,34 @@ def _score(ctx: RunContext, metrics: dict[str, Metric], batches: Iterable[Batch]
     for metric in metrics.values():
         metric.reset()
     wanting = [m for m in metrics.values() if m.requires_real and m.needs_real]
-    if wanting:
-        _feed_real(ctx, wanting)
-    for video, conditions in batches:
+    if [m for m in wanting if m.inputs != "latent"]:
+        _feed_real(ctx, [m for m in wanting if m.inputs != "latent"])
+    if [m for m in wanting if m.inputs == "latent"]:
+        _feed_real_latents(ctx, [m for m in wanting if m.inputs == "latent"])
+    encoder = None
+    for video, conditions, *rest in batches:
+        latent = rest[0] if rest else None
         for metric in metrics.values():
-            update_metric(metric, fake=video.to(ctx.device), conditions=conditions)
+            if metric.inputs == "latent":
+                if latent is None:  # clips of a samples file: encoded with the run's tokenizer
+                    encoder = encoder or ctx.system(trained=True).tokenizer
+                    with torch.no_grad():
+                        latent = encoder.encode(video.to(ctx.device).float()).float()
+                update_metric(metric, fake=latent.to(ctx.device), conditions=conditions)
+            else:
+                update_metric(metric, fake=video.to(ctx.device), conditions=conditions)
     return {name: m.compute() for name, m in metrics.items()}
+
+
+def _feed_real_latents(ctx: RunContext, metrics: list[Metric]) -> None:
+    """Give latent ``metrics`` up to ``evaluate.num_samples`` cached training latents (unscaled)."""
+    ds = LatentDataset(ctx.run.stage_dir("latents") / LATENTS_FILE)
+    n = min(ctx.recipe.evaluate.num_samples, len(ds))
+    bs = ctx.recipe.evaluate.batch_size
+    for start in range(0, n, bs):
+        latent = torch.stack([torch.as_tensor(ds[i]["latent"]) for i in range(start, min(n, start + bs))])
+        for metric in metrics:
+            metric.update(real=latent.float().to(ctx.device))
 
 
 def _feed_real(ctx: RunContext, metrics: list[Metric]) -> None:
