@@ -37,7 +37,7 @@ import torch
 import yaml
 
 from _common import REPO, conditions  # noqa: F401  (puts the repository on sys.path)
-from sampler_quality import cpu_flags
+from sampler_quality import cpu_flags, parse_sampler
 from vqvdm_core import create
 from vqvdm_core.pipeline import open_run
 from vqvdm_core.pipeline.conditions import cycle
@@ -54,7 +54,8 @@ OBJECTIVES: dict[str, dict[str, Any]] = {
     "flow": {"sets": {"schedule": {"name": "flow", "train_time": "logit_normal"},
                       "denoiser.prediction_type": "velocity"},
              "samplers": [{"name": "euler"}, {"name": "heun"}, {"name": "dpmpp_2m"}, {"name": "dpmpp_2m", "eta": 1.0},
-                          {"name": "unipc"}]},
+                          {"name": "unipc"}, {"name": "euler", "spacing": "trailing"},
+                          {"name": "dpmpp_2m", "eta": 1.0, "spacing": "trailing"}]},
     "edm": {"sets": {"schedule": {"name": "edm"}, "denoiser.prediction_type": "x0"},
             "samplers": [{"name": "heun"}, {"name": "euler"}, {"name": "dpmpp_2m"}, {"name": "dpmpp_2m", "eta": 1.0},
                          {"name": "unipc"}]},
@@ -104,14 +105,15 @@ def real_floor(run: Path, clips: int) -> float:
     return metric.compute()["latent_fd"]
 
 
-def score(run: Path, objective: str, calls: list[int], scale: float) -> list[dict[str, Any]]:
+def score(run: Path, objective: str, calls: list[int], scale: float,
+          samplers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     ctx = open_run(run)
     system = ctx.system(trained=True)
     metrics = build_metrics(ctx)
     metrics["latent_fd"] = create("metric", "latent_fd").to(ctx.device)
     clips = cycle(ctx.latents_meta(), ctx.recipe.evaluate.num_samples, fps=ctx.recipe.sample.fps)
     points = []
-    for sampler in OBJECTIVES[objective]["samplers"]:
+    for sampler in samplers or OBJECTIVES[objective]["samplers"]:
         for n in calls:
             steps = steps_for(sampler, n)
             if steps is None:
@@ -139,13 +141,17 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--no-train", action="store_true", help="only score runs already in --out-dir")
+    parser.add_argument("--sampler", action="append", default=[],
+                        help="score only these samplers (NAME or NAME:opt=value,...; repeatable)")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file (objectives<tag>.json)")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     base = args.base
     report: dict[str, Any] = {"guidance_scale": args.guidance, "calls": args.calls, "objectives": {},
                               "machine": {**conditions(torch.device("cpu")), "cpu": platform.processor()
                                           or platform.machine(), "cpu_flags": cpu_flags()}, "points": []}
-    out = args.out_dir / "objectives.json"
+    out = args.out_dir / f"objectives{args.tag}.json"
+    chosen = [parse_sampler(text) for text in args.sampler] or None
     for objective in args.objectives:
         run = (base if objective == "ddpm" and base else args.out_dir / f"quickstart_{objective}") \
             if args.no_train else train(objective, base, args.out_dir)
@@ -154,7 +160,7 @@ def main() -> None:
         seconds = run / "denoiser_seconds.txt"
         report["objectives"][objective] = {"run": str(run), "sets": OBJECTIVES[objective]["sets"],
                                            "denoiser_seconds": float(seconds.read_text()) if seconds.exists() else None}
-        report["points"] += score(run, objective, args.calls, args.guidance)
+        report["points"] += score(run, objective, args.calls, args.guidance, chosen)
         out.write_text(json.dumps(report, indent=1))
     clips = open_run(base).recipe.evaluate.num_samples
     report["real_floor_latent_fd"] = real_floor(base, clips)

@@ -98,7 +98,7 @@ def test_continuations_and_long_videos_on_another_path_keep_the_given_frames(sch
 
 
 def test_known_frames_are_noised_with_the_paths_own_scales():
-    chain = create("schedule", "flow").chain(4)  # t = 1, 0.75, 0.5, 0.25: alpha = 1 - t
+    chain = create("schedule", "flow").chain(4, spacing="trailing")  # t = 1, 0.75, 0.5, 0.25: alpha = 1 - t
     known = torch.full((1, 1, 2, 1, 1), 3.0)
     seen = []
 

@@ -240,10 +240,14 @@ def test_the_shift_keeps_both_ends_and_inverts():
 
 def test_chains_keep_their_first_and_last_levels():
     flow = create("schedule", "flow", shift=3.0)
-    chain = flow.chain(8)
+    chain = flow.chain(8, spacing="trailing")
     assert chain.timesteps[0] == 1000.0 and chain.alpha(0) == 0.0 and chain.space == "flow"
     assert chain.sigma(7) == pytest.approx(shift_time(1 / 8, 3.0)) and chain.sigma(8) == 0.0
-    assert create("schedule", "flow", shift=3.0, sample_shift=1.0).chain(4).sigmas == (1.0, 0.75, 0.5, 0.25)
+    unshifted = create("schedule", "flow", shift=3.0, sample_shift=1.0)
+    assert unshifted.chain(4, spacing="trailing").sigmas == (1.0, 0.75, 0.5, 0.25)
+    assert unshifted.chain(4).sigmas == pytest.approx((1.0, 0.667, 0.334, 0.001))  # diffusers' grid
+    uniform = flow.chain(8)
+    assert uniform.sigmas[0] == 1.0 and uniform.sigmas[-1] == shift_time(1e-3, 3.0)
     edm = create("schedule", "edm")
     chain = edm.chain(18)
     assert chain.sigmas[0] == 80.0 and chain.sigmas[-1] == 0.002 and chain.alpha(3) == 1.0
@@ -302,7 +306,7 @@ def test_what_cannot_run_is_refused_before_any_denoiser_call():
     with pytest.raises(UserError, match="use space: flow"):
         run_sampler(create("sampler", "heun", space="sigma"), oracle(flow, "velocity", calls), flow,
                     prediction_type="velocity", shape=(2, 1), steps=4)
-    with pytest.raises(UserError, match="unknown spacing 'log_snr' for the flow schedule; use one of: uniform"):
+    with pytest.raises(UserError, match="unknown spacing 'log_snr' for the flow schedule; use one of: uniform, trailing"):
         run_sampler(create("sampler", "ddim", spacing="log_snr"), oracle(flow, "velocity", calls), flow,
                     prediction_type="velocity", shape=(2, 1), steps=4)
     assert calls == []

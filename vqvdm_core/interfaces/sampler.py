@@ -67,7 +67,7 @@ Spacing = str
 SPACINGS: tuple[str, ...] = ("uniform", "trailing", "karras", "log_snr")
 """The spacings of a variance-preserving table (:func:`respace`; the ``ddpm`` schedule)."""
 SPACING_HELP = ("how the schedule spaces the chain's levels, a name the recipe's schedule takes (ddpm: uniform, "
-                "the paper's respacing, trailing, karras or log_snr; flow: uniform in shifted t, alias trailing; "
+                "the paper's respacing, trailing, karras or log_snr; flow: uniform (to t_min) or trailing, in shifted t; "
                 "edm: uniform in sigma^(1/rho), aliases karras and trailing); checked against the schedule when "
                 "the recipe loads")
 """The description of a sampler Config's ``spacing`` field."""

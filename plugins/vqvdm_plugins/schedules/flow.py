@@ -77,6 +77,8 @@ class FlowSchedule(NoiseSchedule):
                                            description="the sampling chains' shift if it differs; null: shift")
         t_max: float = Field(1.0, gt=0.0, le=1.0, description="t of a chain's first level before the shift (1: "
                              "pure noise; an epsilon denoiser needs less)")
+        t_min: float = Field(1e-3, gt=0.0, lt=1.0, description="uniform spacing: t of a chain's last level before "
+                             "the shift (diffusers / SD3: 1 / 1000)")
         time_scale: float = Field(1000.0, gt=0.0, allow_inf_nan=False,
                                   description="the denoiser is given time_scale * t (SD3: 1000)")
         loss_weighting: LossWeighting = Field("none", description=LOSS_WEIGHTING_HELP)
@@ -165,11 +167,16 @@ class FlowSchedule(NoiseSchedule):
 
     def chain(self, steps: int | None = None, *, start: float | None = None,
               spacing: str = "uniform") -> SamplingChain:
-        """``steps`` levels evenly spaced in ``t`` from ``t_max`` (or the time value ``start``) to the
-        clean end, then shifted by the sampling shift: ``t_i = shift(u_0 (1 - i / steps))`` (SD3,
-        diffusers' ``FlowMatchEulerDiscreteScheduler``); ``None``: 1000 levels. The first and last
-        levels are ``shift(u_0)`` and ``shift(u_0 / steps)``: no call is spent at the clean end, so
-        ``uniform`` and ``trailing`` (DDPM's name for that) are the same chain."""
+        """``steps`` levels from ``t_max`` (or the time value ``start``), then shifted by the sampling
+        shift (``None``: 1000 levels):
+
+        * ``uniform``: ``u_i`` evenly from ``u_0`` to ``t_min`` inclusive, ``t_i = shift(u_i)``
+          (SD3's and diffusers' ``FlowMatchEulerDiscreteScheduler`` grid, which at a shift other
+          than 1 ends at ``shift(1 / 1000)``: ``t_min`` set to that gives diffusers' levels exactly);
+          the last call is made all but clean, so a second-order step's final Euler step is short;
+        * ``trailing``: ``t_i = shift(u_0 (1 - i / steps))``: no call near the clean end, every call
+          spent on a real step (better at one or two calls for first-order samplers).
+        """
         self.check_spacing(spacing)
         cfg = self.config
         shift = cfg.sample_shift if cfg.sample_shift is not None else cfg.shift
@@ -183,8 +190,12 @@ class FlowSchedule(NoiseSchedule):
             if not 0.0 < t_start <= 1.0:
                 raise UserError(f"the start time value must lie in (0, {cfg.time_scale:g}] (t in (0, 1]), got {start}")
             first = unshift_time(t_start, shift)
-        times = [shift_time(first * (1.0 - i / levels), shift) for i in range(levels)]
-        return self.chain_at([t * cfg.time_scale for t in times])
+        if spacing == "trailing" or levels == 1:
+            grid = [first * (1.0 - i / levels) for i in range(levels)]
+        else:
+            last = cfg.t_min if cfg.t_min < first else first / levels  # a start below t_min: trailing's end
+            grid = [first + i / (levels - 1) * (last - first) for i in range(levels - 1)] + [last]
+        return self.chain_at([shift_time(u, shift) * cfg.time_scale for u in grid])
 
     def chain_at(self, times: Sequence[float]) -> SamplingChain:
         """The chain at the time values ``times`` (``time_scale * t``, descending)."""
