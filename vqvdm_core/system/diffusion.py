@@ -329,7 +329,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         progress: Callable[[int, int], None] | None = None,
         callback: StepCallback | None = None,
         x_t: Tensor | None = None,
-        start_step: int | None = None,
+        start_step: float | None = None,
         decode: bool = True,
         decode_batch_size: int | None = None,
         frames: int | None = None,
@@ -352,9 +352,9 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         (``{"name": "ddim", "eta": 0.5}``), default :attr:`sampler` or the schedule's;
         ``guidance_scale`` overrides the guidance's. All noise comes from ``generator``.
 
-        SDEdit-style editing starts mid-chain: ``x_t`` is the *scaled* latent state at training time
-        step ``start_step`` (``schedule.add_noise(z0 * latent_scale, noise, t)``) and the chain runs
-        from there to 0. ``callback`` sees every level (:class:`~vqvdm_core.interfaces.sampler.SamplerStep`,
+        SDEdit-style editing starts mid-chain: ``x_t`` is the *scaled* latent state at the schedule's
+        time value ``start_step`` (DDPM: a training step; ``schedule.add_noise(z0 * latent_scale,
+        noise, t)``) and the chain runs from there to the clean end. ``callback`` sees every level (:class:`~vqvdm_core.interfaces.sampler.SamplerStep`,
         scaled units); ``progress(i, n)`` is called after each. Decoding runs in chunks of
         ``decode_batch_size`` clips (default: see :meth:`decode`).
 
