@@ -161,7 +161,7 @@ class Trainer(CheckpointState, WindowLogging):
                 and callable(getattr(model, "training_step", None))):
             raise ComponentError(f"{name} cannot be trained: it must be an nn.Module implementing "
                                  "vqvdm_core.interfaces.Trainable (optimizer_groups, training_step)")
-        dist.init_from_env()
+        dist.init_from_env(device=device)
         self.rank = dist.rank()
         self.world_size = dist.world_size()
         self.is_main = self.rank == 0
@@ -250,6 +250,7 @@ class Trainer(CheckpointState, WindowLogging):
                         progress.tick(self.step, lambda: _loss_means(window.means()))
                     if self.validate is not None and (self.step % s.val_every == 0 or last):
                         self._run_validation(progress)
+                        dist.wait_for_main()  # rank 0 validates alone; the rest wait without a timeout
                     if self.step % s.ckpt_every == 0 or last:
                         self._position = loader.position
                         self._save_checkpoint()

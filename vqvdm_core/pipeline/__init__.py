@@ -62,7 +62,7 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
     """
     from vqvdm_core.runtime import distributed as dist
 
-    dist.init_from_env()
+    dist.init_from_env(device=recipe.device)
     ctx = make_context(recipe, console=console)
     with contextlib.ExitStack() as held:
         def take_lock() -> str:
@@ -114,8 +114,9 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
         if dist.is_main():
             ctx.run.begin(stage)
         dist.barrier()
-        if stage in MAIN_PROCESS_STAGES and not dist.is_main():
-            dist.barrier()  # the other processes wait while rank 0 works
+        solo = stage in MAIN_PROCESS_STAGES
+        if solo and not dist.is_main():
+            dist.wait_for_main()  # the other processes idle while rank 0 works, for hours if need be
             continue
         seed_everything(recipe.seed)
         start = time.perf_counter()
@@ -132,7 +133,10 @@ def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -
             ctx.run.finish(stage, info)
         ctx.say(f"[{stage}] done in {info['seconds']:.1f}s")
         ran[stage] = info["seconds"]
-        dist.barrier()
+        if solo:
+            dist.wait_for_main()
+        else:
+            dist.barrier()
     if dist.is_main():
         from vqvdm_core.reporting.report import build_report
 

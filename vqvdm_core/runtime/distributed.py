@@ -3,8 +3,15 @@ the engine needs.
 
 Launched as ``torchrun --nproc_per_node N -m vqvdm_core run RECIPE`` (or any launcher that sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``), :func:`init_from_env` joins
-the process group: NCCL when CUDA is available, gloo otherwise (``VQVDM_DIST_BACKEND`` overrides).
+the process group on the backend the run's device needs (:func:`backend_for`: NCCL for a CUDA
+device, gloo for the CPU, whatever else the machine has; ``VQVDM_DIST_BACKEND`` overrides).
 Launched as a plain ``python``, every function here is a no-op for a world of one process.
+
+Every collective goes through the functions here, which move a tensor to where the backend needs
+it (:func:`_comm_device`: NCCL takes CUDA tensors only) and back. A component never calls
+``torch.distributed`` collectives itself. :func:`wait_for_main` is the one wait with no timeout
+that matters: the other processes idle in it while rank 0 alone runs a long stage (latents,
+sampling, evaluation), on a side gloo group whose timeout is days, not the main group's minutes.
 
 The engine does not wrap models in ``DistributedDataParallel``: a model with several optimizer
 groups (a GAN) runs several backward passes per forward, which DDP's reducer does not support.
@@ -48,7 +55,9 @@ __all__ = [
     "all_gather_object",
     "all_reduce_gradients",
     "all_reduce_mean",
+    "all_reduce_sum",
     "at_step_end",
+    "backend_for",
     "barrier",
     "batch_share",
     "batch_sum",
@@ -66,14 +75,33 @@ __all__ = [
     "local_rank",
     "local_rows",
     "rank",
+    "wait_for_main",
     "world_size",
 ]
 
 
-def init_from_env(*, timeout_minutes: float = 30.0) -> bool:
+def backend_for(device: torch.device | str) -> str:
+    """The process-group backend for processes that compute on ``device``: ``nccl`` for CUDA,
+    ``gloo`` for anything else (a CPU run on a machine with GPUs stays on gloo and never touches
+    them). ``VQVDM_DIST_BACKEND`` overrides; NCCL for a non-CUDA device is refused."""
+    kind = torch.device(device).type
+    chosen = os.environ.get("VQVDM_DIST_BACKEND") or ("nccl" if kind == "cuda" else "gloo")
+    if chosen == "nccl" and kind != "cuda":
+        from vqvdm_core.errors import UserError
+
+        raise UserError(f"VQVDM_DIST_BACKEND=nccl needs a CUDA device; this run's device is {device}: "
+                        "set device: cuda in the recipe or leave VQVDM_DIST_BACKEND unset (gloo)")
+    return chosen
+
+
+def init_from_env(*, device: torch.device | str = "auto", timeout_minutes: float | None = None) -> bool:
     """Join the process group described by ``torchrun``'s environment; True if distributed.
 
-    Idempotent. A no-op (returns False) when ``WORLD_SIZE`` is unset or 1.
+    ``device`` is the run's device as the recipe names it (``auto``, ``cpu``, ``cuda``, ...): it
+    picks the backend (:func:`backend_for`) and, for CUDA, this process's GPU (``LOCAL_RANK``).
+    ``timeout_minutes`` bounds each collective of the main group (default 30, or
+    ``VQVDM_DIST_TIMEOUT_MINUTES``); rank 0's long solo stages are waited for without it
+    (:func:`wait_for_main`). Idempotent. A no-op (returns False) when ``WORLD_SIZE`` is unset or 1.
     """
     if not dist.is_available():
         return False
@@ -81,18 +109,44 @@ def init_from_env(*, timeout_minutes: float = 30.0) -> bool:
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
+    from vqvdm_core.errors import UserError
+
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        from vqvdm_core.errors import UserError
-
         raise UserError(f"WORLD_SIZE is set but {', '.join(missing)} is not: launch multi-process "
                         "training with `torchrun --nproc_per_node N ...`")
-    backend = os.environ.get("VQVDM_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank())
+    from vqvdm_core.runtime.devices import resolve_device
+
+    resolved = resolve_device(device)
+    backend = backend_for(resolved)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)  # cuda (no index) resolves to cuda:LOCAL_RANK
+    if timeout_minutes is None:
+        timeout_minutes = float(os.environ.get("VQVDM_DIST_TIMEOUT_MINUTES", "30"))
     dist.init_process_group(backend=backend, init_method="env://",
                             timeout=timedelta(minutes=timeout_minutes))
+    global _WAIT_GROUP
+    hours = float(os.environ.get("VQVDM_STAGE_WAIT_HOURS", "168"))
+    _WAIT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(hours=hours))  # every rank, in order
     return True
+
+
+_WAIT_GROUP: Any = None
+
+
+def wait_for_main() -> None:
+    """Every process waits here until all of them arrive, with no practical timeout: the other
+    processes call it while rank 0 alone runs a long piece of work (a latents, sample or evaluate
+    stage, a validation), rank 0 when the work is done. The main group's collectives time out after
+    ``timeout_minutes`` (a hung peer must not hang a cluster job for days); this wait runs on a
+    side gloo group (CPU, no GPU kernel pending) whose timeout is ``VQVDM_STAGE_WAIT_HOURS``
+    (default 168). A no-op when not distributed."""
+    if not is_distributed():
+        return
+    if _WAIT_GROUP is None:  # a process group made by the caller, not by init_from_env
+        barrier()
+        return
+    dist.barrier(group=_WAIT_GROUP)
 
 
 def is_distributed() -> bool:
@@ -132,8 +186,10 @@ def barrier() -> None:
 
 def cleanup() -> None:
     """Leave the process group (no-op when not distributed)."""
+    global _WAIT_GROUP
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _WAIT_GROUP = None
 
 
 def _comm_device(tensor: Tensor) -> torch.device:
@@ -150,6 +206,16 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
     work = tensor.detach().to(_comm_device(tensor), copy=True)
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return (work / dist.get_world_size()).to(tensor.device)
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """The element-wise sum of ``tensor`` over processes (a new tensor on ``tensor``'s device;
+    a copy when alone)."""
+    if not is_distributed():
+        return tensor.clone()
+    work = tensor.detach().to(_comm_device(tensor), copy=True)
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return work.to(tensor.device)
 
 
 def all_reduce_gradients(params: Sequence[nn.Parameter]) -> None:

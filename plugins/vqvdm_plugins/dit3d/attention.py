@@ -3,7 +3,7 @@ each patch position (temporal, optionally causal), as Latte factorises it.
 
 Tokens are kept as ``(B, T, S, width)`` (``S`` patches per frame). The spatial attention folds them
 as ``"b t s d -> (b t) s d"``, the temporal one as ``"b t s d -> (b s) t d"``; both run the fused
-``scaled_dot_product_attention``. A causal temporal attention never lets a (temporal) patch attend to
+``scaled_dot_product_attention`` (:func:`~vqvdm_plugins.batched_attention.batched_attention`). A causal temporal attention never lets a (temporal) patch attend to
 a later one: with temporal patch size 1, no latent frame sees a later frame (the paper's causal
 U-Net attention, Sec. 2.3); the spatial attention never mixes frames, so causality holds for the
 whole network.
@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from vqvdm_plugins.batched_attention import batched_attention
 from vqvdm_plugins.rotary import rotary_embedding
 
 __all__ = ["AxisAttention", "attend"]
@@ -38,7 +38,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, *, causal: bool) -> Tensor:
     short sequences when sampling on the CPU."""
     length = q.shape[-2]
     if torch.is_grad_enabled() or q.device.type != "cpu" or length > SHORT:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return batched_attention(q, k, v, causal=causal)
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, heads, L, L)
     if causal:
         later = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)

@@ -36,14 +36,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from pydantic import Field
 from torch import Tensor, nn
 
 from vqvdm_core.interfaces import ComponentConfig, Quantized, Quantizer
-from vqvdm_core.runtime.distributed import at_step_end, batch_share, batch_sum, combine_shards, is_sharded
+from vqvdm_core.runtime.distributed import (all_reduce_sum, at_step_end, batch_share, batch_sum, broadcast_tensors,
+                                            combine_shards, is_distributed, is_sharded)
 
 __all__ = ["QuantizerOutput", "VectorQuantizer"]
 
@@ -74,10 +74,6 @@ class QuantizerOutput(Quantized):
     @property
     def codes_in_use(self) -> Tensor:
         return self.stats["codes_in_use"]
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class VectorQuantizer(Quantizer):
@@ -245,11 +241,9 @@ class VectorQuantizer(Quantizer):
 
     def _sync_from_rank0(self) -> None:
         """Outside a training step's shared batch (a user's own distributed loop), rank 0's draw wins."""
-        if _distributed() and batch_share()[1] == 1 and not is_sharded():
-            for buf in (self.codebook, getattr(self, "ema_sum", None), getattr(self, "ema_count", None),
-                        self.usage):
-                if buf is not None:
-                    dist.broadcast(buf.data, src=0)
+        if is_distributed() and batch_share()[1] == 1 and not is_sharded():
+            buffers = (self.codebook, getattr(self, "ema_sum", None), getattr(self, "ema_count", None), self.usage)
+            broadcast_tensors([buf.data for buf in buffers if buf is not None], src=0)
 
     @torch.no_grad()
     def _init_from(self, flat: Tensor) -> None:
@@ -263,8 +257,8 @@ class VectorQuantizer(Quantizer):
         rows = torch.zeros(self.num_codes, flat.shape[1], device=flat.device, dtype=flat.dtype)
         if batch_share()[0] == 0:
             rows = self._jittered(flat[torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)])
-        if _distributed():
-            dist.broadcast(rows, src=0)
+        if is_distributed():
+            broadcast_tensors([rows], src=0)
         self._set_initial(rows)
 
     def _set_initial(self, rows: Tensor) -> None:
@@ -278,14 +272,12 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
-        counts = counts.clone()
-        if _distributed():
-            dist.all_reduce(counts)
+        counts = all_reduce_sum(counts) if is_distributed() else counts.clone()
         sums = None
         if self.ema:
             sums = self._assigned_sums(flat, indices)
-            if _distributed():
-                dist.all_reduce(sums)
+            if is_distributed():
+                sums = all_reduce_sum(sums)
         self._apply_update(counts, sums, lambda n: self._sample_rows(flat, n))
 
     def _assigned_sums(self, flat: Tensor, indices: Tensor) -> Tensor:

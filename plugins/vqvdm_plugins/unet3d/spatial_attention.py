@@ -7,10 +7,10 @@ Position within a frame needs no encoding: the surrounding 3x3 convolutions alre
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from vqvdm_plugins.batched_attention import batched_attention
 from vqvdm_plugins.unet3d.attention import TokenAttention
 
 __all__ = ["SpatialAttention"]
@@ -26,5 +26,5 @@ class SpatialAttention(TokenAttention):
     def forward(self, x: Tensor) -> Tensor:
         b, _, t, h, w = x.shape
         q, k, v = self.split_heads(self.norm(rearrange(x, "b c t h w -> (b t) (h w) c")))
-        out = self.merge_heads(F.scaled_dot_product_attention(q, k, v))  # attention: (B*T, heads, H*W, d)
+        out = self.merge_heads(batched_attention(q, k, v))  # attention: (B*T, heads, H*W, d)
         return x + rearrange(out, "(b t) (h w) c -> b c t h w", b=b, t=t, h=h, w=w)

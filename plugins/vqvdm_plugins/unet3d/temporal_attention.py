@@ -23,10 +23,10 @@ so ``temporal_position="none"`` is kept as an ablation rather than as a broken m
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from vqvdm_plugins.batched_attention import batched_attention
 from vqvdm_plugins.rotary import rotary_embedding
 from vqvdm_plugins.unet3d.attention import TokenAttention
 
@@ -51,5 +51,5 @@ class TemporalAttention(TokenAttention):
         q, k, v = self.split_heads(self.norm(rearrange(x, "b c t h w -> (b h w) t c")))
         if self.position == "rope":
             q, k = rotary_embedding(q), rotary_embedding(k)
-        out = self.merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True))  # (B*H*W, heads, T, d)
+        out = self.merge_heads(batched_attention(q, k, v, causal=True))  # (B*H*W, heads, T, d)
         return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
