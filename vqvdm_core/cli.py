@@ -395,8 +395,8 @@ def sample(
     out_path: Path = typer.Option(Path("samples.mp4"), "--out", "-o",
                                   help="Grid video (.mp4 or .gif); the other format is written beside it."),
     device: Optional[str] = _device_option(),
-    precision: Literal["fp32", "bf16", "fp16"] = typer.Option("fp32", "--precision",
-                                                            help="Autocast precision (fp16: CUDA only)."),
+    precision: Optional[Literal["fp32", "bf16", "fp16"]] = typer.Option(
+        None, "--precision", help="Autocast precision (fp16: CUDA only; default: the recipe's sample.precision)."),
     frames: Optional[int] = typer.Option(
         None, "--frames", min=1, help="Frames per clip (default: the trained length). Longer clips are "
         "generated window by window, each conditioned on the end of the one before."),
@@ -466,12 +466,13 @@ def sample(
     grids, clips = _sample_outputs(out_path)  # every file written, checked before sampling
     _refuse_writing_into(source, out_path, [*grids, clips])
     built = system.resolve_sampler(sampler if sampler is not None else defaults.sampler)
-    video = torch.cat([v for _, v in generate(
-        system, conditions, batch_size=batch_size, steps=steps or defaults.steps, sampler=built,
-        guidance_scale=guidance, seed=seed, device=source.device, precision=precision, console=out,
-        frames=frames, context=given, overlap=overlap, known_frames=known_frames,
-        reconstruction_weight=reconstruction_weight,
-        known_guidance=known_guidance if known_guidance is not None else defaults.known_guidance)])
+    with source.backend_policy():
+        video = torch.cat([v for _, v in generate(
+            system, conditions, batch_size=batch_size, steps=steps or defaults.steps, sampler=built,
+            guidance_scale=guidance, seed=seed, device=source.device, precision=precision or defaults.precision,
+            console=out, frames=frames, context=given, overlap=overlap, known_frames=known_frames,
+            reconstruction_weight=reconstruction_weight,
+            known_guidance=known_guidance if known_guidance is not None else defaults.known_guidance)])
     shown, captions = video, conditions.captions
     nrow = max(1, len(set(conditions.fps)) * num)
     if context is not None:

@@ -189,6 +189,16 @@ def test_precision_probe_times_both_precisions_and_says_which_is_faster():
     assert isinstance(probe["cpu_native_bf16"], bool)
 
 
+def test_precision_probe_on_a_gpu_times_a_convolution_large_enough_to_not_be_launch_bound():
+    from vqvdm_core.profiling.measure import PROBE_SHAPES
+
+    channels, (b, c, t, h, w), calls = PROBE_SHAPES["cuda"]
+    flops = 2 * 27 * channels * c * b * (t - 2) * h * w  # 3x3x3, no temporal padding
+    assert c == channels and flops > 1e11 and calls >= 10  # ~1 ms of fp32 on an H100, per call
+    cpu_channels, cpu_shape, _ = PROBE_SHAPES["cpu"]
+    assert (cpu_channels, cpu_shape) == (32, (2, 32, 6, 16, 16))  # the CPU's figures stay comparable
+
+
 @pytest.mark.parametrize("fp32_ms, bf16_ms, faster", [(1.0, 3.0, False), (3.0, 1.0, True), (1.0, 0.95, False)])
 def test_precision_probe_decides_from_each_precisions_own_timing(monkeypatch, fp32_ms, bf16_ms, faster):
     """A clock that makes every bf16 convolution take bf16_ms and every fp32 one fp32_ms."""

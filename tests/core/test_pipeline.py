@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from rich.console import Console
 from standins import tiny_recipe
 
@@ -179,6 +180,30 @@ def test_sample_command_writes_grid_videos_and_clips(run_copy, tmp_path):
     assert out.stat().st_size > 0 and out.with_suffix(".gif").stat().st_size > 0
     video, labels, fps = load_samples(out.with_suffix(".safetensors"))
     assert video.shape[0] == 3 and labels.tolist() == [1, 1, 1] and fps.tolist() == [8.0] * 3
+
+
+@pytest.mark.parametrize("given, used", [([], "bf16"), (["--precision", "fp32"], "fp32")])
+def test_sample_command_samples_in_the_recipes_precision_unless_told(run_copy, tmp_path, monkeypatch, given, used):
+    from typer.testing import CliRunner
+
+    import vqvdm_core.pipeline.generate as generating
+    from vqvdm_core.cli import app
+
+    seen, real = [], generating.generate
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generating, "generate", recording)
+    args = ["sample", str(run_copy), "--label", "1", "--fps", "8", "--num", "1", "--steps", "2",
+            "--out", str(tmp_path / "s.mp4"), *given]
+    recipe = yaml.safe_load((run_copy / "recipe.yaml").read_text())
+    recipe["sample"]["precision"] = "bf16"  # not part of any stage's hash: the run stays up to date
+    (run_copy / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen == [used]
 
 
 def test_evaluate_command_scores_a_run_and_a_samples_file(run_copy):

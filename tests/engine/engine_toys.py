@@ -71,7 +71,7 @@ class ToyGAN(nn.Module, Trainable):
         """The two losses on ``batch`` (used by the tests as an independent reference)."""
         x, y = batch["x"], batch["y"]
         if self.noise:  # drawn for the global batch: the same per sample on any number of processes
-            x = x + 0.01 * draw_for_global_batch(lambda n: torch.randn(n, *x.shape[1:]), x.shape[0])
+            x = x + 0.01 * draw_for_global_batch(lambda n: torch.randn(n, *x.shape[1:], device=x.device), x.shape[0])
         fake = self.generator(x)
         self.seen_dtype = fake.dtype
         g_loss = F.softplus(-self.discriminator(fake)).mean()

@@ -6,6 +6,7 @@ import io
 import json
 import re
 
+import pytest
 import torch
 from engine_toys import ToyGAN, ToyPairs, make_gan, make_trainer, settings
 from PIL import Image
@@ -122,3 +123,12 @@ def test_training_after_validation_goes_on_in_the_state_train_mode_sets(tmp_path
 
 def test_durations_read_naturally():
     assert [format_duration(s) for s in (5, 65, 425, 3900)] == ["5s", "1m05s", "7m05s", "1h05m"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_validation_runs_in_the_stage_precision(tmp_path, precision):
+    seen = []
+    s = settings(steps=2, val_every=2, precision=precision)
+    make_trainer(make_gan(), s, tmp_path,
+                 validate=lambda m, step: seen.append(torch.is_autocast_enabled("cpu")) or {}).fit(ToyPairs(8))
+    assert seen == [precision == "bf16"]

@@ -499,7 +499,7 @@ class Trainer(CheckpointState, WindowLogging):
         return self._elapsed_before + (time.perf_counter() - self._t_start)
 
     def _run_validation(self, progress: TrainProgress) -> None:
-        """Call ``validate`` on rank 0 with EMA weights, eval mode, no grad, forked RNG."""
+        """Call ``validate`` on rank 0 with EMA weights, eval mode, no grad, forked RNG, under autocast."""
         if not self.is_main or self.validate is None:
             return
         if not progress.rich:  # a log says what the next minutes go to (sampling can be slow)
@@ -508,7 +508,8 @@ class Trainer(CheckpointState, WindowLogging):
         was_training = model.training
         modes = [(m, m.training) for m in model.modules()]
         swap = self.ema.swapped_in(model) if self.ema is not None else contextlib.nullcontext()
-        with fork_rng(), torch.no_grad(), swap:
+        # In the stage's precision: a bf16 run validates (samples, reconstructs) in bf16 as it trains.
+        with fork_rng(), torch.no_grad(), swap, autocast(self.device, self.settings.precision):
             model.eval()
             try:
                 results = dict(self.validate(model, self.step) or {})

@@ -65,6 +65,7 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
     dist.init_from_env(device=recipe.device)
     ctx = make_context(recipe, console=console)
     with contextlib.ExitStack() as held:
+        held.enter_context(runtime_policy(recipe))
         def take_lock() -> str:
             previous = held.enter_context(ctx.run.lock(f"vqvdm run {recipe.name}"))
             return previous or ""
@@ -81,6 +82,14 @@ def run_recipe(recipe: Recipe, *, stages: Sequence[str] | None = None, force: bo
                 ctx.log.error(f"run stopped: {type(exc).__name__}: {exc}")
             raise
     return ctx
+
+
+def runtime_policy(recipe: Recipe) -> contextlib.AbstractContextManager[None]:
+    """The recipe's ``runtime`` flags (TF32, cuDNN autotuning, deterministic kernels) while it works."""
+    from vqvdm_core.runtime.backend_policy import backend_policy
+
+    r = recipe.runtime
+    return backend_policy(tf32=r.tf32, cudnn_benchmark=r.cudnn_benchmark, deterministic=r.deterministic)
 
 
 def _run_stages(ctx: RunContext, *, stages: Sequence[str] | None, force: bool) -> None:

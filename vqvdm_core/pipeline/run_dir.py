@@ -278,6 +278,8 @@ class RunDir:
     def write_environment(self) -> None:
         import torch
 
+        from vqvdm_core.runtime.backend_policy import current_policy
+
         env = {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -286,6 +288,7 @@ class RunDir:
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "backend_policy": current_policy(),
         }
         text = json.dumps(env, indent=2).encode()
         atomic_write(self.path / "environment.json", lambda handle: handle.write(text), needed=len(text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,17 @@ class SampleSource:
     """The run's context; None for a pipeline folder (which has no data set)."""
     folder: Path | None = None
     """The exported pipeline folder it was loaded from (None for a run)."""
+
+    def backend_policy(self) -> contextlib.AbstractContextManager[None]:
+        """The run's ``runtime`` flags (TF32, cuDNN autotuning, deterministic kernels); an exported
+        pipeline's: the defaults."""
+        from vqvdm_core.runtime.backend_policy import backend_policy
+
+        if self.run is None:
+            return backend_policy()
+        from vqvdm_core.pipeline import runtime_policy
+
+        return runtime_policy(self.run.recipe)
 
 
 def open_sample_source(path: Path, *, device: str | None = None, console: Console | None = None) -> SampleSource:

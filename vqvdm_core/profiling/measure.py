@@ -161,14 +161,24 @@ def matmul_flops_per_second(device: torch.device, *, size: int = 1024, seconds: 
     return 2 * size**3 / statistics.median(times)
 
 
-def precision_probe(device: torch.device, *, channels: int = 32) -> dict[str, Any]:
+PROBE_SHAPES = {"cpu": (32, (2, 32, 6, 16, 16), 1), "cuda": (256, (8, 256, 8, 32, 32), 10)}
+"""``device type -> (channels, input shape, calls per timing)`` of :func:`precision_probe`. A GPU gets a
+convolution of 1.7e11 FLOPs timed over 10 calls: the CPU's small one would time the kernel
+launch on a GPU, where fp32 and bf16 cost the same, and ``auto`` would always pick fp32."""
+
+
+def precision_probe(device: torch.device, *, channels: int | None = None) -> dict[str, Any]:
     """Time one 3x3x3 convolution (the denoiser's main cost) in fp32 and under bf16 autocast.
 
-    Returns the best of three times of each, and ``bf16_faster``. On CPUs without native
-    bfloat16 (no AVX512-BF16/AMX) PyTorch emulates it and bf16 convolutions are far slower.
+    Returns the best of three times of each (per call), and ``bf16_faster``. On CPUs without native
+    bfloat16 (no AVX512-BF16/AMX) PyTorch emulates it and bf16 convolutions are far slower. The
+    size is the device's (:data:`PROBE_SHAPES`; other devices take the CPU's).
     """
-    conv = nn.Conv3d(channels, channels, 3, padding=(0, 1, 1)).to(device)
-    x = torch.randn(2, channels, 6, 16, 16, device=device)
+    base, shape, calls = PROBE_SHAPES.get(device.type, PROBE_SHAPES["cpu"])
+    if channels is not None:
+        base, shape = channels, (shape[0], channels, *shape[2:])
+    conv = nn.Conv3d(base, base, 3, padding=(0, 1, 1)).to(device)
+    x = torch.randn(*shape, device=device)
 
     def best(precision: str) -> float:
         times = []
@@ -177,9 +187,10 @@ def precision_probe(device: torch.device, *, channels: int = 32) -> dict[str, An
             for _ in range(3):
                 synchronize(device)
                 start = time.perf_counter()
-                conv(x)
+                for _ in range(calls):
+                    conv(x)
                 synchronize(device)
-                times.append(time.perf_counter() - start)
+                times.append((time.perf_counter() - start) / calls)
         return min(times)
 
     fp32 = best("fp32")

@@ -42,6 +42,7 @@ from vqvdm_core.recipe.schema import (
     OptimizerSettings,
     Precision,
     Recipe,
+    RuntimeSettings,
     SampleSettings,
     SamplerSpec,
     StageName,

@@ -222,6 +222,19 @@ class EvaluateSettings(Strict):
     precision: Precision = Field("fp32", description="autocast precision of sampling")
 
 
+class RuntimeSettings(Strict):
+    """Process-wide torch settings of a run on a GPU (``vqvdm_core.runtime.backend_policy``); the CPU's
+    arithmetic does not depend on them. Not part of any stage's hash."""
+
+    tf32: bool = Field(True, description="fp32 matmuls and convolutions on CUDA's TF32 tensor cores (Ampere "
+                       "and later; 10-bit mantissa products): several times faster, about 1e-3 relative error")
+    cudnn_benchmark: bool = Field(True, description="let cuDNN time its convolution algorithms per input shape "
+                                  "and keep the fastest (off when deterministic)")
+    deterministic: bool = Field(False, description="deterministic kernels only (torch.use_deterministic_algorithms, "
+                                "CUBLAS_WORKSPACE_CONFIG): the same bits every run on a GPU, as shards need for 1 "
+                                "vs N processes; an operation without such a kernel raises, naming itself")
+
+
 COMPONENT_SLOTS: tuple[tuple[str, str, bool], ...] = (
     ("data.train", "dataset", False),
     ("data.val", "dataset", False),
@@ -281,6 +294,8 @@ class Recipe(Strict):
     latents: LatentSettings = Field(default_factory=LatentSettings)
     sample: SampleSettings = Field(default_factory=SampleSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings,
+                                     description="TF32, cuDNN autotuning and deterministic kernels on a GPU")
     loggers: list[ComponentSpec] = Field(
         default_factory=list, description="experiment trackers that also receive every logged scalar, the "
         "validation and sample videos and this recipe, e.g. [tensorboard] or [csv, {name: wandb, project: "
