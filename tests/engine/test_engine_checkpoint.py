@@ -236,6 +236,48 @@ def test_non_finite_gradient_is_caught_before_the_step_when_clipping(tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in _params(model).items())
 
 
+def test_deferred_checks_name_the_bad_step_and_keep_the_last_good_checkpoint(tmp_path):
+    """``check_finite: log`` (a GPU's default): the losses stay on the device until the next log
+    step, checkpoint or validation, which finds the first bad step and never saves after it."""
+    model = make_gan(nan_at_step=6, nan_group="discriminator")
+    trainer = make_trainer(model, settings(steps=12, ckpt_every=5, log_every=4, check_finite="log"), tmp_path)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit(ToyPairs(8))
+    assert info.value.step == 6 and info.value.group == "discriminator"
+    assert "losses['discriminator'] = nan" in str(info.value) and "step 5" in str(info.value)
+    assert model.calls == 8  # found at the log step after step 8, before step 10's checkpoint
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 5
+    records = [r["step"] for r in trainer.history if r["tag"] == "train"]
+    assert records == [4]  # the window holding the NaN is never written as a record
+
+
+def test_deferred_gradient_check_names_the_step_that_made_it(tmp_path):
+    model = make_gan()
+    trainer = make_trainer(model, settings(steps=3, grad_clip=1.0, log_every=2, check_finite="log"), tmp_path)
+    original = model.training_step
+
+    def poisoned(batch, *, step):
+        out = original(batch, step=step)
+        if step == 1:
+            w = model.generator.weight
+            out.losses["generator"] = out.losses["generator"] + torch.sqrt(w * 0.0).sum()
+        return out
+
+    trainer._step_fn = poisoned
+    with pytest.raises(NonFiniteLossError, match="gradient of losses\\['generator'\\] at step 1 is not finite"):
+        trainer.fit(ToyPairs(8))
+
+
+def test_deferred_checks_log_the_same_records_as_step_checks(tmp_path):
+    runs = {}
+    for mode in ("step", "log"):
+        trainer = make_trainer(make_gan(noise=True), settings(steps=6, log_every=3, grad_clip=1.0, grad_accum=2,
+                                                              check_finite=mode), tmp_path / mode)
+        runs[mode] = [{k: v for k, v in r.items() if k not in ("time", "it_per_s")}
+                      for r in trainer.fit(ToyPairs(8)).history]
+    assert runs["log"] == runs["step"]  # float64 sums on the device, as on the host: the same numbers
+
+
 def test_exported_weights_round_trip(tmp_path):
     trainer = make_trainer(make_gan(), settings(steps=2, ema_decay=0.5), tmp_path)
     trainer.fit(ToyPairs(8))

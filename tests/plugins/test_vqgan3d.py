@@ -707,7 +707,7 @@ def test_eq5_weights_scale_the_l2_and_vq_terms_of_the_generator_loss():
                           "vq0": dict(l2_weight=1.0, vq_weight=0.0)}.items():
         tok = tiny(**weights).eval()
         step = tok.training_step({"video": video}, step=0)
-        losses[name] = (float(step.losses["generator"].detach()), step.logs)
+        losses[name] = (float(step.losses["generator"].detach()), {k: float(v) for k, v in step.logs.items()})
     base, logs = losses["base"]
     l2, vq = logs["l2"], logs["vq"]
     assert base == pytest.approx(l2 + vq, rel=1e-5)
@@ -720,7 +720,7 @@ def test_the_perceptual_weight_adds_lpips_to_the_generator_loss():
     with pytest.warns(UserWarning, match="RANDOM VGG16"):
         tok = tiny(perceptual_weight=0.5, perceptual_pretrained=False).eval()
     step = tok.training_step({"video": video}, step=0)
-    logs = step.logs
+    logs = {k: float(v) for k, v in step.logs.items()}  # 0-dim tensors, read when recorded
     assert logs["perceptual"] > 0
     assert float(step.losses["generator"].detach()) == pytest.approx(logs["l2"] + logs["vq"] + 0.5 * logs["perceptual"],
                                                             rel=1e-5)

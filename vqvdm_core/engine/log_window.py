@@ -38,18 +38,22 @@ class LogWindow:
     """Running means of the values logged since the previous record."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, float | Tensor] = {}
         self.counts: dict[str, int] = {}
         self.steps = 0
         self.t0 = time.perf_counter()
 
-    def add(self, values: Mapping[str, float]) -> None:
+    def add(self, values: Mapping[str, float | Tensor]) -> None:
+        """Add one step's values: numbers, or float64 scalars still on the device (a trainer that does
+        not synchronise every step), summed there and read once by :meth:`means`."""
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
             self.counts[k] = self.counts.get(k, 0) + 1
 
     def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+        tensors = [k for k, v in self.sums.items() if isinstance(v, Tensor)]
+        read = dict(zip(tensors, torch.stack([self.sums[k] for k in tensors]).tolist())) if tensors else {}
+        return {k: read.get(k, self.sums[k]) / self.counts[k] for k in self.sums}  # type: ignore[operator]
 
 
 class WindowLogging:

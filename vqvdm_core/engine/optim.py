@@ -67,8 +67,12 @@ def trained_groups(groups: dict[str, list[nn.Parameter]], settings: TrainSetting
 def build_optimizer(params: list[nn.Parameter], settings: OptimizerSettings) -> Optimizer:
     """An Adam or AdamW optimizer over ``params`` with the recipe's hyper-parameters."""
     cls = {"adamw": AdamW, "adam": Adam}[settings.name]
+    # On CUDA the fused kernel: one launch for every parameter, and the fp16 gradient scaler hands it
+    # its inf check on the device instead of reading it on the host. The CPU keeps PyTorch's default
+    # (its arithmetic, and so every CPU run's weights, stay what they were).
+    fused = {"fused": True} if params and all(p.device.type == "cuda" and p.is_floating_point() for p in params) else {}
     return cls(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
-               weight_decay=settings.weight_decay)
+               weight_decay=settings.weight_decay, **fused)
 
 
 class LearningRateFactor:

@@ -64,6 +64,7 @@ from vqvdm_core.errors import ComponentError, WorkFailure
 from vqvdm_core.interfaces import TrainStep
 from vqvdm_core.recipe import TrainSettings
 from vqvdm_core.runtime import distributed as dist
+from vqvdm_core.runtime import devices
 from vqvdm_core.runtime.devices import autocast, check_precision
 from vqvdm_core.runtime.seeding import derive_seed, fork_rng, seed_everything
 
@@ -116,6 +117,13 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
+
+
+def _host_values(values: Mapping[str, Any]) -> dict[str, float]:
+    """``values`` with every device scalar read on the host (one transfer for all of them)."""
+    tensors = [k for k, v in values.items() if isinstance(v, Tensor)]
+    read = dict(zip(tensors, torch.stack([values[k] for k in tensors]).tolist())) if tensors else {}
+    return {k: read.get(k, v) for k, v in values.items()}
 
 
 def _shard_mean(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -202,9 +210,14 @@ class Trainer(CheckpointState, WindowLogging):
         self._t_start = time.perf_counter()
         self._position = DataPosition()
         self._last_lr: dict[str, float] = {}
-        self._grad_norms: dict[str, float] = {}
+        self._grad_norms: dict[str, float | Tensor] = {}
         self._last_saved_step: int | None = None
         self._warned_streams = False
+        # Losses and gradient norms are checked for NaN/inf every step, or (no host synchronisation per
+        # step) kept on the device here and checked at the next log step, checkpoint or validation.
+        mode = settings.check_finite or ("step" if devices.host_reads_are_free(self.device) else "log")
+        self._defer_checks = mode == "log"
+        self._pending_checks: dict[int, dict[str, Any]] = {}
 
     # -- public API --------------------------------------------------------------------------
 
@@ -244,6 +257,7 @@ class Trainer(CheckpointState, WindowLogging):
                     progress.advance(self.step)
                     last = self.step == s.steps
                     if self.step % s.log_every == 0 or last:
+                        self._flush_checks()
                         self._log(window, loader, progress)
                         window = LogWindow()
                     else:
@@ -399,22 +413,48 @@ class Trainer(CheckpointState, WindowLogging):
         if unknown or not out.losses:
             raise ComponentError(f"{name}.training_step returned losses for {list(out.losses)}; "
                                  f"its optimizer groups are {list(self.groups)}")
-        logs = {}
+        logs: dict[str, float | Tensor] = {}
         for k, v in out.logs.items():
+            if self._defer_checks and isinstance(v, Tensor):
+                logs[k] = v.detach().float().mean().double()  # read on the host with the step's record
+                continue
             try:
                 logs[k] = _as_float(v)
             except (TypeError, ValueError):
                 continue
         return dict(out.losses), logs
 
-    def _finite_losses(self, losses: dict[str, Tensor], logs: dict[str, float]) -> dict[str, float]:
-        """The losses averaged over processes; raise :class:`NonFiniteLossError` if one is not finite."""
-        stacked = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
-        values = dict(zip(losses, dist.all_reduce_mean(stacked).tolist()))
+    def _finite_losses(self, losses: dict[str, Tensor], logs: dict[str, Any]) -> dict[str, Any]:
+        """The losses averaged over processes; raise :class:`NonFiniteLossError` if one is not finite
+        (or, deferring, keep them on the device for :meth:`_flush_checks`)."""
+        stacked = dist.all_reduce_mean(torch.stack([loss.detach().float().reshape(()) for loss in losses.values()]))
+        if self._defer_checks:
+            values = dict(zip(losses, stacked.double().unbind()))
+            pending = self._pending_checks.setdefault(self.step, {"losses": [], "norms": {}})
+            pending["losses"].append((values, logs))
+            return values
+        values = dict(zip(losses, stacked.tolist()))
         self._check_finite(values, logs)
         return values
 
-    def _check_finite(self, values: dict[str, float], logs: dict[str, float]) -> None:
+    def _flush_checks(self) -> None:
+        """Read the deferred losses and gradient norms and check them, oldest step first (raises as
+        the step-by-step check would have, naming the step that made the bad number)."""
+        if not self._pending_checks:
+            return
+        pending, self._pending_checks = self._pending_checks, {}
+        now = self.step
+        try:
+            for step, entry in sorted(pending.items()):
+                self.step = step
+                for values, logs in entry["losses"]:
+                    self._check_finite(_host_values(values), _host_values(logs))
+                for group, norm in entry["norms"].items():
+                    self._check_grad_norm(group, float(norm))
+        finally:
+            self.step = now
+
+    def _check_finite(self, values: dict[str, float], logs: dict[str, Any]) -> None:
         """Raise :class:`NonFiniteLossError` if a loss (averaged over the global batch) is not finite."""
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
@@ -429,6 +469,15 @@ class Trainer(CheckpointState, WindowLogging):
                 "precision fp32, then run again with --force (a changed recipe starts the stage afresh, "
                 "replacing this stage's folder) or under another run name (--set name=...).",
                 step=self.step, group=group, terms=terms,
+            )
+
+    def _check_grad_norm(self, group: str, norm: float) -> None:
+        if not math.isfinite(norm):
+            raise NonFiniteLossError(
+                f"{self.description}: the gradient of losses['{group}'] at step {self.step} is not "
+                f"finite (norm {norm}) although the loss is. {self._kept_checkpoint_note()} Lower "
+                "the learning rate or check the loss for operations such as sqrt(0) or log(0).",
+                step=self.step, group=group,
             )
 
     def _kept_checkpoint_note(self) -> str:
@@ -475,15 +524,16 @@ class Trainer(CheckpointState, WindowLogging):
             self.scaler.unscale_(optimizer)
         clip = self.settings.grad_clip
         if clip is not None and with_grad:
-            norm = float(torch.nn.utils.clip_grad_norm_(with_grad, clip))
-            if not math.isfinite(norm) and self.scaler is None:
-                raise NonFiniteLossError(
-                    f"{self.description}: the gradient of losses['{group}'] at step {self.step} is not "
-                    f"finite (norm {norm}) although the loss is. {self._kept_checkpoint_note()} Lower "
-                    "the learning rate or check the loss for operations such as sqrt(0) or log(0).",
-                    step=self.step, group=group,
-                )
-            self._grad_norms[group] = norm
+            total = torch.nn.utils.clip_grad_norm_(with_grad, clip)
+            if self._defer_checks:
+                self._grad_norms[group] = total.double()
+                if self.scaler is None:  # fp16's scaler skips a step with inf gradients itself
+                    self._pending_checks.setdefault(self.step, {"losses": [], "norms": {}})["norms"][group] = total
+            else:
+                norm = float(total)
+                if self.scaler is None:
+                    self._check_grad_norm(group, norm)
+                self._grad_norms[group] = norm
         elif clip is not None:
             self._grad_norms[group] = 0.0  # no loss reached the group: logged as a zero gradient
         self._last_lr[group] = float(optimizer.param_groups[0]["lr"])
@@ -500,6 +550,7 @@ class Trainer(CheckpointState, WindowLogging):
 
     def _run_validation(self, progress: TrainProgress) -> None:
         """Call ``validate`` on rank 0 with EMA weights, eval mode, no grad, forked RNG, under autocast."""
+        self._flush_checks()
         if not self.is_main or self.validate is None:
             return
         if not progress.rich:  # a log says what the next minutes go to (sampling can be slow)
@@ -555,6 +606,7 @@ class Trainer(CheckpointState, WindowLogging):
         return bool(torch.isfinite(maxima).all())
 
     def _save_checkpoint(self) -> None:
+        self._flush_checks()
         if not self._weights_finite():
             raise NonFiniteLossError(
                 f"{self.description}: weights are not finite after step {self.step}; no checkpoint was "

@@ -18,11 +18,13 @@ class TrainStep:
 
     ``losses`` maps optimizer group name to the scalar that group's optimizer minimises, in the
     order the engine steps them (a GAN returns ``{"generator": ..., "discriminator": ...}``).
-    ``logs`` holds detached scalars to record (each loss term, codebook usage, ...).
+    ``logs`` holds detached scalars to record (each loss term, codebook usage, ...): numbers, or
+    0-dim tensors left on the device, which the trainer reads on the host only when it checks or
+    records them (``float(t)`` in a step would make the host wait for the GPU every step).
     """
 
     losses: dict[str, Tensor]
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | Tensor] = field(default_factory=dict)
 
 
 class Trainable(abc.ABC):

@@ -135,6 +135,11 @@ class TrainSettings(Strict):
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights; null disables")
     precision: Precision = Field("fp32", description="autocast precision of training (fp16: CUDA only)")
     compile: bool = Field(False, description="torch.compile the trained modules")
+    check_finite: Literal["step", "log"] | None = Field(
+        None, description="when losses and gradient norms are checked for NaN/inf: every step (a bad step is "
+        "never applied; reads each loss on the host), or at log steps, checkpoints and validations (no host "
+        "synchronisation per step, the GPU runs ahead; a bad step is found within log_every steps and no "
+        "checkpoint holds it); null: step on the CPU (free there), log on a GPU. Sharded steps check every step")
     log_every: int = Field(10, ge=1, description="steps between log lines and metrics.jsonl records")
     val_every: int = Field(500, ge=1, description="steps between validations (and after the last step)")
     ckpt_every: int = Field(500, ge=1, description="steps between checkpoints (and after the last step)")

@@ -27,6 +27,7 @@ __all__ = [
     "check_fits",
     "check_precision",
     "cpu_has_native_bf16",
+    "host_reads_are_free",
     "resolve_device",
     "synchronize",
 ]
@@ -186,6 +187,13 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
                 "precision: fp32 on this machine (e.g. --set train.tokenizer.precision=fp32 "
                 "--set train.denoiser.precision=fp32).", stacklevel=2)
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def host_reads_are_free(device: torch.device | str) -> bool:
+    """True where reading a tensor's value on the host (``float(t)``, ``t.item()``, ``if t.any():``)
+    costs no wait: the CPU. On a GPU such a read waits for every kernel queued before it, so code on
+    a training step's path takes another way there (keeps the value on the device, reads it later)."""
+    return torch.device(device).type == "cpu"
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -268,7 +268,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
                 loss = F.mse_loss(prediction.float(), target.float())
             else:
                 loss = ((prediction.float() - target.float()).pow(2) * weight).mean()
-            return TrainStep(losses={"denoiser": loss}, logs={"loss": float(loss.detach())})
+            return TrainStep(losses={"denoiser": loss}, logs={"loss": loss.detach()})  # read when recorded
         # Frame conditioning: some clips get a clean known prefix; the loss covers the other frames.
         frames, h, w = z0.shape[2:]
         all_lengths = dist.draw_global(
@@ -285,8 +285,7 @@ class LatentVideoDiffusion(nn.Module, Trainable):
         count = ((frames - all_lengths) * (h * w)).sum().float() / dist.batch_share()[1]
         loss = squared.sum() / (count * z0.shape[1]).clamp_min(1.0)
         return TrainStep(losses={"denoiser": loss},
-                         logs={"loss": float(loss.detach()),
-                               "known_fraction": float(1.0 - unknown.mean())})
+                         logs={"loss": loss.detach(), "known_fraction": (1.0 - unknown.mean()).detach()})
 
     def forward(self, batch: Mapping[str, Any], *, step: int = 0) -> TrainStep:
         """Same as :meth:`training_step`, so that a ``DistributedDataParallel`` wrapper can call it."""

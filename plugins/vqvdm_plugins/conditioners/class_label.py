@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from vqvdm_core.errors import ComponentError
 from vqvdm_core.interfaces import NO_LABEL, Conditioner
 from vqvdm_core.interfaces.configurable import ComponentConfig
+from vqvdm_core.runtime import devices
 
 __all__ = ["ClassConditioner"]
 
@@ -70,7 +71,11 @@ class ClassConditioner(Conditioner):
     def forward(self, values: Tensor) -> Tensor:
         """``(B,)`` labels in ``[0, num_classes]`` or ``-1`` (= null) -> ``(B, emb_dim)``."""
         labels = values.long()
-        if labels.numel() and (int(labels.min()) < NO_LABEL or int(labels.max()) > self.num_classes):
+        # Checked where it costs nothing: on the CPU, and when sampling (labels a user gave). Training
+        # on a GPU reads no label on the host (that would wait for the GPU every step); its labels come
+        # from the latents file, whose range the denoiser stage checks once when it opens it.
+        checked = devices.host_reads_are_free(labels.device) or not torch.is_grad_enabled() or not self.training
+        if checked and labels.numel() and (int(labels.min()) < NO_LABEL or int(labels.max()) > self.num_classes):
             raise ValueError(
                 f"class labels must lie in 0..{self.num_classes - 1} (or -1 / {self.num_classes} for "
                 f"the null class); got values from {int(labels.min())} to {int(labels.max())}")

@@ -27,6 +27,7 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from vqvdm_core.interfaces import ComponentConfig, Quantized, Quantizer
+from vqvdm_plugins.quantizers.code_counts import code_counts
 
 __all__ = ["FSQ"]
 
@@ -102,7 +103,7 @@ class FSQ(Quantizer):
         latent = self.quantize(z)
         indices = self.indices_of(latent.detach())
         with torch.no_grad():
-            counts = torch.bincount(indices.flatten(), minlength=self.num_codes).float()
+            counts = code_counts(indices, self.num_codes)
             probs = counts / counts.sum()
             perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
             codes_in_use = (counts > 0).float().mean()

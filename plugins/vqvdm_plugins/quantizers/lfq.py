@@ -31,6 +31,7 @@ from torch import Tensor
 
 from vqvdm_core.interfaces import ComponentConfig, Quantized, Quantizer
 from vqvdm_core.runtime.distributed import batch_share, batch_sum, is_sharded
+from vqvdm_plugins.quantizers.code_counts import code_counts
 
 __all__ = ["LFQ"]
 
@@ -133,7 +134,7 @@ class LFQ(Quantizer):
                      "entropy_batch": batch.detach()}
             if self.latent_channels <= 20:  # usage over a codebook small enough to count
                 with torch.no_grad():
-                    counts = torch.bincount(indices.flatten(), minlength=2 ** self.latent_channels).float()
+                    counts = code_counts(indices, 2 ** self.latent_channels)
                     probs = counts / counts.sum()
                     stats["perplexity"] = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
                     stats["codes_in_use"] = (counts > 0).float().mean()

@@ -42,8 +42,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from vqvdm_core.interfaces import ComponentConfig, Quantized, Quantizer
+from vqvdm_core.runtime import devices
 from vqvdm_core.runtime.distributed import (all_reduce_sum, at_step_end, batch_share, batch_sum, broadcast_tensors,
                                             combine_shards, is_distributed, is_sharded)
+from vqvdm_plugins.quantizers.code_counts import code_counts
 
 __all__ = ["QuantizerOutput", "VectorQuantizer"]
 
@@ -123,6 +125,10 @@ class VectorQuantizer(Quantizer):
         # at 1 (like TATS's counts), so with the usual threshold 1.0 a code dies after one unused batch.
         self.register_buffer("usage", torch.ones(num_codes))
         self.register_buffer("initialized", torch.tensor(not c.init_from_data))
+        # The host's copy of ``initialized`` once it is known True: reading the buffer of a GPU module
+        # would make the host wait for the GPU at every training forward. A loaded state resets it.
+        self._known_initialized = not c.init_from_data
+        self._register_load_state_dict_pre_hook(lambda *args, **kwargs: setattr(self, "_known_initialized", False))
         # A sharded step's per-shard (shard index, vectors, counts, sums), applied after its last shard.
         self._pending: list[tuple[int, Tensor, Tensor, Tensor | None]] = []
         self._pending_shards = 1
@@ -182,11 +188,13 @@ class VectorQuantizer(Quantizer):
         b, _, t, h, w = z.shape
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = self._flatten(z)  # (N, D) float32
-            if update and not bool(self.initialized):
-                if is_sharded():
-                    self._init_from_shard_zero(flat.detach())
-                else:
-                    self._init_from(flat.detach())
+            if update and not self._known_initialized:
+                if not bool(self.initialized):
+                    if is_sharded():
+                        self._init_from_shard_zero(flat.detach())
+                    else:
+                        self._init_from(flat.detach())
+                self._known_initialized = True
             codes = self.codes()
             indices = self.nearest(flat.detach(), codes)
             q = codes[indices]  # (N, D); carries the codebook's gradient when it is a Parameter
@@ -197,7 +205,7 @@ class VectorQuantizer(Quantizer):
                 codebook_loss = codebook_loss.detach() * 0.0
             z_q_flat = flat + (q - flat).detach()  # straight-through estimator
 
-            counts = torch.bincount(indices, minlength=self.num_codes).float()
+            counts = code_counts(indices, self.num_codes)
             if update and is_sharded():
                 self._defer_update(flat.detach(), indices, counts)
             elif update:
@@ -322,6 +330,9 @@ class VectorQuantizer(Quantizer):
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
         if self.dead_code_threshold is not None:
             dead = self.usage < self.dead_code_threshold
+            if not devices.host_reads_are_free(dead.device):
+                self._reseed_without_reading(dead, draw_rows)
+                return
             n_dead = int(dead.sum())
             if n_dead:
                 rows = draw_rows(n_dead).to(self.codebook.dtype)
@@ -331,6 +342,17 @@ class VectorQuantizer(Quantizer):
                     self.ema_sum[dead] = rows
                     self.ema_count[dead] = 1.0
                 self._sync_from_rank0()
+
+    def _reseed_without_reading(self, dead: Tensor, draw_rows: Callable[[int], Tensor]) -> None:
+        """The re-seeding above without reading how many codes died (on a GPU, where that read waits
+        for the GPU every step): a row drawn for every code, kept where the code is dead."""
+        rows = draw_rows(self.num_codes).to(self.codebook.dtype)  # (K, D)
+        self.codebook.data.copy_(torch.where(dead[:, None], rows, self.codebook.data))
+        self.usage.copy_(torch.where(dead, torch.full_like(self.usage, self.dead_code_threshold), self.usage))
+        if self.ema:
+            self.ema_sum.copy_(torch.where(dead[:, None], rows.to(self.ema_sum.dtype), self.ema_sum))
+            self.ema_count.copy_(torch.where(dead, torch.ones_like(self.ema_count), self.ema_count))
+        self._sync_from_rank0()
 
 
 def _rows_held(flat: Tensor, idx: Tensor, index: int) -> Tensor:

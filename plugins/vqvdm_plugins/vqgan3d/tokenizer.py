@@ -34,8 +34,10 @@ from vqvdm_plugins.vqgan3d.quantizer_node import VQ_FIELDS, build_quantizer, qua
 __all__ = ["VQGAN3D"]
 
 
-def _scalar(value: Tensor) -> float:
-    return float(value.detach())
+def _scalar(value: Tensor) -> Tensor:
+    """A logged term: detached, left on the device (the trainer reads it on the host when it records
+    it, not every step: a read is a wait for the GPU)."""
+    return value.detach()
 
 
 class VQGAN3D(VideoTokenizer):
@@ -254,11 +256,11 @@ class VQGAN3D(VideoTokenizer):
 
         l2 = F.mse_loss(recon.float(), video.float())
         g_loss = c.l2_weight * l2 + c.vq_weight * quant.loss
-        logs: dict[str, float] = {"l2": _scalar(l2), **{k: _scalar(v) for k, v in quant.stats.items()},
+        logs: dict[str, float | Tensor] = {"l2": _scalar(l2), **{k: _scalar(v) for k, v in quant.stats.items()},
                                   "vq": _scalar(quant.loss)}
         with torch.no_grad():
             mse = torch.mean((recon.detach().float().clamp(-1, 1) - video.float()) ** 2)
-            logs["psnr"] = float(10 * torch.log10(4.0 / mse.clamp_min(1e-10)))  # peak-to-peak 2
+            logs["psnr"] = 10 * torch.log10(4.0 / mse.clamp_min(1e-10))  # peak-to-peak 2
         if self._perceptual:
             perceptual = self.perceptual_loss(video, recon)
             g_loss = g_loss + c.perceptual_weight * perceptual
@@ -289,7 +291,7 @@ class VQGAN3D(VideoTokenizer):
                 f"disc_layers={self.config.disc_layers} (it halves them {self.config.disc_layers + 1} "
                 f"times; needs at least {need}x{need}); lower disc_layers")
 
-    def _gan_losses(self, video: Tensor, recon: Tensor, factor: float) -> tuple[Tensor, Tensor, dict[str, float]]:
+    def _gan_losses(self, video: Tensor, recon: Tensor, factor: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(generator GAN terms already weighted, discriminator loss, logs)."""
         c = self.config
         assert self.discriminator is not None

@@ -21,6 +21,23 @@ STAGE = Stage("denoiser", upstream="latents",
               reads=("data.val", "train.denoiser"), trains=("denoiser",), module=__name__)
 
 
+def check_label_range(system: Any, data: LatentDataset, path: Any) -> None:
+    """Every cached label within each class conditioner's range (``-1`` none, ``num_classes`` the null
+    class), checked once here on the host: training on a GPU reads no label on the host per step."""
+    from vqvdm_core.errors import UserError
+
+    labels = data.label
+    for conditioner in system.conditioners:
+        classes = getattr(conditioner, "num_classes", None)
+        if getattr(conditioner, "field", None) != "label" or classes is None or not labels.numel():
+            continue
+        low, high = int(labels.min()), int(labels.max())
+        if low < -1 or high > classes:
+            raise UserError(f"{path}: the cached class labels run from {low} to {high}, but the class conditioner "
+                            f"has {classes} classes (0..{classes - 1}; -1 for none): the latents were made from "
+                            "other data; run the latents stage again (vqvdm run RECIPE --stage latents --force)")
+
+
 def run(ctx: RunContext) -> dict[str, Any]:
     out = ctx.run.stage_dir("denoiser")
     settings = ctx.recipe.train.denoiser
@@ -50,7 +67,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     trainer = Trainer(system, settings, out_dir=out, device=ctx.device, seed=ctx.recipe.seed,
                       validate=validate, description="denoiser",
                       loggers=ctx.loggers)
-    result = trainer.fit(LatentDataset(ctx.run.stage_dir("latents") / LATENTS_FILE))
+    latents = ctx.run.stage_dir("latents") / LATENTS_FILE
+    data = LatentDataset(latents)
+    check_label_range(system, data, latents)
+    result = trainer.fit(data)
     trainer.export_weights(out / DENOISER_WEIGHTS, ema=True)
     final = dict(result.final)
     if is_main():
