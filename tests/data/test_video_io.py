@@ -233,3 +233,51 @@ def test_write_grid_writes_mp4_and_gif_of_the_grid(tmp_path: Path) -> None:
     assert (frames[:, :h, :w].float() - torch.from_numpy(to_uint8_frames(grid)).float()).abs().mean() < 4
     with Image.open(gif) as image:
         assert image.size == (w, h) and image.n_frames == 4
+
+
+FORKED_WORKERS = """
+import sys
+from torch.utils.data import DataLoader
+from vqvdm_core.data.collate import collate_clips
+from vqvdm_core.io.video import read_video
+from vqvdm_core.registry import REGISTRY
+
+data = REGISTRY.create("dataset", "video_folder", root=sys.argv[1], frames=4, size=16, random_clip=True,
+                       clips_per_video=4, cache_index=False)
+read_video(sys.argv[2], num_frames=4, start=2)  # the main process decodes first (validation clips)
+loader = DataLoader(data, batch_size=2, num_workers=2, collate_fn=collate_clips)
+print(sum(batch["video"].shape[0] for batch in loader))
+"""
+
+
+def test_forked_loader_workers_decode_after_the_main_process_did(tmp_path: Path) -> None:
+    """libswscale's automatic thread pool, started by a conversion in the main process, deadlocked the
+    forked DataLoader workers' first conversion (the stages read held-out clips before training with
+    num_workers > 0): frames are converted with one thread, the workers giving the parallelism."""
+    import subprocess
+    import sys
+
+    for i in range(2):
+        make_video(tmp_path / "videos" / "a" / f"v{i}.mp4", 12, 25.0)
+    big = tmp_path / "videos" / "b" / "big.avi"  # a UCF-101-sized frame: the scaler starts threads for it
+    _make_sized_video(big, width=320, height=240, num_frames=12)
+    proc = subprocess.run([sys.executable, "-c", FORKED_WORKERS, str(tmp_path / "videos"), str(big)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "12"  # 3 videos x 4 clips
+
+
+def _make_sized_video(path: Path, *, width: int, height: int, num_frames: int) -> None:
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(num_frames):
+            pixels = np.full((height, width, 3), 10 * i, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -84,7 +84,10 @@ def _stream_fps(stream: av.video.stream.VideoStream, path: Path) -> float:
 
 
 def _frame_rgb(frame: av.VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+    """``(H, W, 3)`` uint8. One scaler thread: libswscale's automatic pool, once started in a process,
+    deadlocks that process's forked children (DataLoader workers) at their first conversion; the
+    loader's workers are the parallelism."""
+    return frame.to_ndarray(format="rgb24", threads=1)
 
 
 def probe_video(path: str | os.PathLike[str]) -> tuple[int, float]:

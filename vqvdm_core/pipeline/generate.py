@@ -56,9 +56,9 @@ def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int
              latent_moments: LatentMoments | None = None,
              frames: int | None = None, context: torch.Tensor | None = None, overlap: int | None = None,
              known_frames: str = "replacement", reconstruction_weight: float = 2.0,
-             known_guidance: float = 1.0,
+             known_guidance: float = 1.0, out_device: torch.device | str = "cpu",
              ) -> Iterator[tuple[Conditions, torch.Tensor]]:
-    """Yield ``(conditions of the batch, video (B, 3, T, H, W) on the CPU)`` batch by batch.
+    """Yield ``(conditions of the batch, video (B, 3, T, H, W) on out_device)`` batch by batch.
 
     ``sampler`` is a built sampler, a registered name, a recipe node or None (the system's default).
     Noise comes from one generator seeded with ``seed``, so the same call gives the same clips.
@@ -67,6 +67,8 @@ def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int
     ``known_frames`` / ``reconstruction_weight`` / ``known_guidance``: long videos and continuations, as
     :meth:`~vqvdm_core.system.LatentVideoDiffusion.sample` takes them; the bar then counts every
     window's steps.
+    ``out_device``: where the clips go (the CPU, to be written; the generating device, to be scored
+    there without a round trip through the host).
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     n = len(conditions)
@@ -99,4 +101,4 @@ def generate(system: Any, conditions: Conditions, *, batch_size: int, steps: int
                 video = system.decode(latent)
             if context is not None:
                 video[:, :, :context.shape[2]] = context[start:stop].to(video)  # the given frames, as given
-            yield part, video.float().clamp(-1, 1).cpu()
+            yield part, video.float().clamp(-1, 1).to(out_device)

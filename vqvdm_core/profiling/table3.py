@@ -229,10 +229,14 @@ def run_bench(recipe: Recipe, *, steps: int = 100, repeats: int = 1, pixel_steps
         if threads < 1:
             raise UserError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+    from vqvdm_core.runtime.backend_policy import backend_policy
+
+    r = recipe.runtime  # TF32 and cuDNN autotuning as the recipe's runs use them
     try:
-        return _run_bench(recipe, steps=steps, repeats=repeats, pixel_steps=pixel_steps,
-                          pixel_size=pixel_size, clips=clips, device=device, precision=precision,
-                          seed=seed, overrides=overrides, pixel_tokenizer=pixel_tokenizer, say=say)
+        with backend_policy(tf32=r.tf32, cudnn_benchmark=r.cudnn_benchmark, deterministic=r.deterministic):
+            return _run_bench(recipe, steps=steps, repeats=repeats, pixel_steps=pixel_steps,
+                              pixel_size=pixel_size, clips=clips, device=device, precision=precision,
+                              seed=seed, overrides=overrides, pixel_tokenizer=pixel_tokenizer, say=say)
     finally:
         torch.set_num_threads(before)
 

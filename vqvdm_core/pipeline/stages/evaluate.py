@@ -75,7 +75,8 @@ def generate_and_score(ctx: RunContext, system: Any, metrics: dict[str, Metric],
     batches = ((video, part.tensors(), tap.latest) for part, video in generate(
         system, conditions, batch_size=e.batch_size, steps=steps, sampler=built,
         guidance_scale=guidance_scale, seed=ctx.recipe.seed + 1, device=ctx.device, precision=e.precision,
-        console=ctx.console, description=f"evaluate w={guidance_scale:g}", latent_moments=tap))
+        console=ctx.console, description=f"evaluate w={guidance_scale:g}", latent_moments=tap,
+        out_device=ctx.device))  # scored where they were made
     values = _score(ctx, metrics, batches)
     result = {"guidance_scale": guidance_scale, "num_samples": len(conditions), "steps": steps,
               "sampler": sampler_label(sampler, schedule=system.schedule),
