@@ -56,8 +56,8 @@ def scene(i: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def write_videos(folder: Path, count: int) -> dict[str, Path]:
-    """``count`` videos per format under ``folder/avi/class_k`` and ``folder/mp4/class_k``."""
+def write_videos(folder: Path, count: int, frames: int = FRAMES) -> dict[str, Path]:
+    """``count`` videos of ``frames`` frames per format under ``folder/avi/class_k`` and ``folder/mp4/class_k``."""
     roots = {}
     for fmt, codec in (("avi", "mpeg4"), ("mp4", "libx264")):
         root = folder / fmt
@@ -72,7 +72,7 @@ def write_videos(folder: Path, count: int) -> dict[str, Path]:
                 stream = container.add_stream(codec, rate=Fraction(FPS))
                 stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
                 stream.options = {"g": "12", "qscale": "4"} if codec == "mpeg4" else {"g": "25", "crf": "23"}
-                for i in range(FRAMES):
+                for i in range(frames):
                     for packet in stream.encode(av.VideoFrame.from_ndarray(scene(i + 7 * v, rng), format="rgb24")):
                         container.mux(packet)
                 for packet in stream.encode():
@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=16, help="videos per format")
     parser.add_argument("--clips", type=int, default=96, help="clips timed per setting")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--video-frames", type=int, default=FRAMES, help="frames per written video")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--workers", type=int, nargs="+", default=None,
@@ -121,10 +122,11 @@ def main() -> None:
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     workers = args.workers or sorted({0, 1, 2, *[2 ** k for k in range(1, 8) if 2 ** k <= cores]})
-    say(f"writing {args.videos} videos per format ({WIDTH}x{HEIGHT}, {FRAMES} frames at {FPS} fps) to {args.folder}")
-    roots = write_videos(args.folder, args.videos)
+    say(f"writing {args.videos} videos per format ({WIDTH}x{HEIGHT}, {args.video_frames} frames at {FPS} fps) "
+        f"to {args.folder}")
+    roots = write_videos(args.folder, args.videos, args.video_frames)
     results: dict[str, Any] = {"conditions": conditions(torch.device("cpu")), "cpu_count": cores,
-                               "source": {"width": WIDTH, "height": HEIGHT, "fps": FPS, "frames": FRAMES,
+                               "source": {"width": WIDTH, "height": HEIGHT, "fps": FPS, "frames": args.video_frames,
                                           "videos_per_format": args.videos,
                                           "bytes": {f: sum(p.stat().st_size for p in r.rglob(f"*.{f}"))
                                                     for f, r in roots.items()}},

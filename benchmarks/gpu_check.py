@@ -234,7 +234,7 @@ def data_feed(device: torch.device, quick: bool, work: Path) -> dict[str, Any]:
     target = work / "data_feed.json"
     args = [sys.executable, "benchmarks/data_throughput.py", "--out", str(target), "--folder", str(work / "videos")]
     if quick:
-        args += ["--videos", "2", "--clips", "8", "--workers", "0", "1"]
+        args += ["--videos", "2", "--video-frames", "40", "--clips", "8", "--workers", "0", "1"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     out: dict[str, Any] = {"returncode": proc.returncode, "command": " ".join(args[1:])}
     if target.is_file():

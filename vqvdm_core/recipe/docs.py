@@ -32,6 +32,7 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("latents", "latents", r.LatentSettings),
     ("sample", "sample", r.SampleSettings),
     ("evaluate", "evaluate", r.EvaluateSettings),
+    ("runtime", "runtime", r.RuntimeSettings),
 ]
 TITLES = {
     "top-level": "Top level",
