@@ -71,9 +71,11 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 
 
 def _run_quickstart(output_dir: Path, processes: int, *stages: str, sets: list[str] = SHRINK) -> Path:
+    # CPU tests: the device pinned (the recipe's `auto` would make them CUDA runs on a GPU machine), and
+    # the backend left to follow it (gloo), as a user's CPU run gets it.
     args = ["run", str(QUICKSTART), *[a for st in stages for a in ("--stage", st)],
-            "--set", f"output_dir={output_dir}", *[a for s in sets for a in ("--set", s)]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "VQVDM_DIST_BACKEND": "gloo"}
+            "--set", f"output_dir={output_dir}", "--set", "device=cpu", *[a for s in sets for a in ("--set", s)]]
+    env = {k: v for k, v in os.environ.items() if k != "VQVDM_DIST_BACKEND"} | {"OMP_NUM_THREADS": "1"}
     if processes == 1:
         cmd = [sys.executable, "-m", "vqvdm_core", *args]
     else:

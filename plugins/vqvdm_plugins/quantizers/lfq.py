@@ -20,7 +20,6 @@ probabilities (an upper bound; MAGVIT-v2 uses such a factorisation for its 2^18 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
