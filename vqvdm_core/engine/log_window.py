@@ -21,7 +21,7 @@ from vqvdm_core.engine.batches import InfiniteLoader
 from vqvdm_core.engine.logging import MetricsLog, TrainProgress
 from vqvdm_core.runtime import distributed as dist
 
-__all__ = ["LogWindow", "WindowLogging", "as_float", "loss_means", "stream_fingerprint"]
+__all__ = ["LogWindow", "WindowLogging", "as_float", "loss_means", "read_scalars", "stream_fingerprint"]
 
 
 def loss_means(means: Mapping[str, float]) -> dict[str, float]:
@@ -32,6 +32,19 @@ def loss_means(means: Mapping[str, float]) -> dict[str, float]:
 def as_float(value: Any) -> float:
     """A logged value (a number or a tensor, averaged) as a float."""
     return float(value.detach().float().mean()) if isinstance(value, Tensor) else float(value)
+
+
+def read_scalars(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every 0-dim tensor read on the host: one transfer per device for all of them
+    (a component may log a CPU tensor beside the GPU's); other values as they are."""
+    by_device: dict[torch.device, list[str]] = {}
+    for k, v in values.items():
+        if isinstance(v, Tensor):
+            by_device.setdefault(v.device, []).append(k)
+    read: dict[str, float] = {}
+    for keys in by_device.values():
+        read.update(zip(keys, torch.stack([values[k].double() for k in keys]).tolist()))
+    return {k: read.get(k, v) for k, v in values.items()}
 
 
 class LogWindow:
@@ -51,9 +64,8 @@ class LogWindow:
             self.counts[k] = self.counts.get(k, 0) + 1
 
     def means(self) -> dict[str, float]:
-        tensors = [k for k, v in self.sums.items() if isinstance(v, Tensor)]
-        read = dict(zip(tensors, torch.stack([self.sums[k] for k in tensors]).tolist())) if tensors else {}
-        return {k: read.get(k, self.sums[k]) / self.counts[k] for k in self.sums}  # type: ignore[operator]
+        sums = read_scalars(self.sums)
+        return {k: sums[k] / self.counts[k] for k in sums}
 
 
 class WindowLogging:

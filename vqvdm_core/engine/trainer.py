@@ -52,6 +52,7 @@ from vqvdm_core.engine.checkpoint import save_weights
 from vqvdm_core.engine.ema import EMA
 from vqvdm_core.engine.log_window import LogWindow, WindowLogging
 from vqvdm_core.engine.log_window import as_float as _as_float
+from vqvdm_core.engine.log_window import read_scalars
 from vqvdm_core.engine.log_window import loss_means as _loss_means
 from vqvdm_core.engine.log_window import stream_fingerprint as _stream_fingerprint  # noqa: F401 (old name)
 from vqvdm_core.engine.logging import MetricsLog, TrainProgress
@@ -117,13 +118,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
-
-
-def _host_values(values: Mapping[str, Any]) -> dict[str, float]:
-    """``values`` with every device scalar read on the host (one transfer for all of them)."""
-    tensors = [k for k, v in values.items() if isinstance(v, Tensor)]
-    read = dict(zip(tensors, torch.stack([values[k] for k in tensors]).tolist())) if tensors else {}
-    return {k: read.get(k, v) for k, v in values.items()}
 
 
 def _shard_mean(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -448,7 +442,7 @@ class Trainer(CheckpointState, WindowLogging):
             for step, entry in sorted(pending.items()):
                 self.step = step
                 for values, logs in entry["losses"]:
-                    self._check_finite(_host_values(values), _host_values(logs))
+                    self._check_finite(read_scalars(values), read_scalars(logs))
                 for group, norm in entry["norms"].items():
                     self._check_grad_norm(group, float(norm))
         finally:
