@@ -254,6 +254,8 @@ def test_forked_loader_workers_decode_after_the_main_process_did(tmp_path: Path)
     """libswscale's automatic thread pool, started by a conversion in the main process, deadlocked the
     forked DataLoader workers' first conversion (the stages read held-out clips before training with
     num_workers > 0): frames are converted with one thread, the workers giving the parallelism."""
+    import os
+    import signal
     import subprocess
     import sys
 
@@ -261,10 +263,17 @@ def test_forked_loader_workers_decode_after_the_main_process_did(tmp_path: Path)
         make_video(tmp_path / "videos" / "a" / f"v{i}.mp4", 12, 25.0)
     big = tmp_path / "videos" / "b" / "big.avi"  # a UCF-101-sized frame: the scaler starts threads for it
     _make_sized_video(big, width=320, height=240, num_frames=12)
-    proc = subprocess.run([sys.executable, "-c", FORKED_WORKERS, str(tmp_path / "videos"), str(big)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "12"  # 3 videos x 4 clips
+    # In its own session: a hang (the bug) is killed with the workers it forked, not left behind.
+    proc = subprocess.Popen([sys.executable, "-c", FORKED_WORKERS, str(tmp_path / "videos"), str(big)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the DataLoader workers hung decoding after the main process had decoded a video")
+    assert proc.returncode == 0, stderr[-2000:]
+    assert stdout.strip() == "12"  # 3 videos x 4 clips
 
 
 def _make_sized_video(path: Path, *, width: int, height: int, num_frames: int) -> None:
