@@ -11,7 +11,8 @@ train the same U-Net for the same steps, batch, optimiser and EMA on their own p
 * ``edm``: Karras et al.'s log-normal sigma (P_mean -1.2, P_std 1.2), sigma_data 1 (the latents
   are scaled to unit std), the preconditioned x0 parameterisation and the EDM loss weight.
 * ``flow_noisy`` / ``edm_noisy``: the same paths with the training draw centred where the DDPM
-  recipe centres it (log-SNR about -2): logit t ~ N(1, 1), ln sigma ~ N(1, 1).
+  recipe centres it (log-SNR about -2): logit t ~ N(1, 1), ln sigma ~ N(1, 1);
+  ``edm_noisy_t250``: that EDM with ``time_scale: 250`` (c_noise over the U-Net's time embedding).
 
 ``--sampler NAME[:field=value,...]`` scores only those samplers, ``--no-train`` re-scores the
 denoisers already in ``--out-dir``, ``--tag`` names the JSON (``objectives{tag}.json``).
@@ -73,6 +74,10 @@ OBJECTIVES: dict[str, dict[str, Any]] = {
                                 {"name": "dpmpp_2m", "eta": 1.0, "spacing": "trailing"}]},
     "edm_noisy": {"sets": {"schedule": {"name": "edm", "p_mean": 1.0, "p_std": 1.0}, "denoiser.prediction_type": "x0"},
                   "samplers": [{"name": "heun"}, {"name": "euler"}, {"name": "dpmpp_2m", "eta": 1.0}, {"name": "unipc"}]},
+    # ... and with c_noise spread over the U-Net's time embedding as DDPM's steps are (x 250: about -390..270)
+    "edm_noisy_t250": {"sets": {"schedule": {"name": "edm", "p_mean": 1.0, "p_std": 1.0, "time_scale": 250.0},
+                                "denoiser.prediction_type": "x0"},
+                       "samplers": [{"name": "heun"}, {"name": "euler"}, {"name": "dpmpp_2m", "eta": 1.0}]},
 }
 
 

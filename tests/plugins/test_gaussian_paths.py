@@ -226,6 +226,19 @@ def test_edm_draws_log_normal_sigmas():
     assert log_sigma.std().item() == pytest.approx(1.2, abs=0.02)
 
 
+def test_edm_time_scale_changes_only_the_time_value_the_denoiser_sees():
+    plain, wide = create("schedule", "edm"), create("schedule", "edm", time_scale=250.0)
+    a, b = plain.chain(6), wide.chain(6)
+    assert a.sigmas == b.sigmas and a.alphas == b.alphas
+    assert b.timesteps == pytest.approx([250.0 * t for t in a.timesteps], rel=1e-12)
+    draws = [s.sample_timesteps(64, device="cpu", generator=torch.Generator().manual_seed(2)) for s in (plain, wide)]
+    torch.testing.assert_close(draws[1], 250.0 * draws[0])
+    x0, noise = torch.randn(64, 3), torch.randn(64, 3)
+    torch.testing.assert_close(wide.add_noise(x0, noise, draws[1]), plain.add_noise(x0, noise, draws[0]))
+    torch.testing.assert_close(wide.model_input(x0, draws[1]), plain.model_input(x0, draws[0]))
+    assert wide.chain_at(b.timesteps).sigmas == pytest.approx(a.sigmas, rel=1e-12)
+
+
 # -- shifts and chains ---------------------------------------------------------------------------
 
 

@@ -6,7 +6,8 @@ Table 1 of the paper, as this schedule implements it:
 * training draws ``ln sigma ~ N(P_mean, P_std^2)`` (log-normal; -1.2 and 1.2);
 * the network ``F`` is wrapped as ``D(x; sigma) = c_skip x + c_out F(c_in x; c_noise)`` with
   ``c_skip = sd^2 / (sigma^2 + sd^2)``, ``c_out = sigma sd / sqrt(sigma^2 + sd^2)``,
-  ``c_in = 1 / sqrt(sigma^2 + sd^2)`` and ``c_noise = ln(sigma) / 4`` (``sd``: ``sigma_data``);
+  ``c_in = 1 / sqrt(sigma^2 + sd^2)`` and ``c_noise = ln(sigma) / 4`` (``sd``: ``sigma_data``;
+  ``time_scale`` multiplies ``c_noise``, 1 by default);
   here ``c_in`` is :meth:`~EDMSchedule.model_input`, ``c_noise`` is the time value the denoiser is
   given, and ``c_skip`` / ``c_out`` are how an ``x0`` denoiser's output becomes the x0 estimate
   (a denoiser of another prediction type gets ``c_in`` and the plain conversions);
@@ -77,6 +78,10 @@ class EDMSchedule(NoiseSchedule):
                                    "output F as D = c_skip x + c_out F (Table 1); false: a raw network")
         loss_weighting: LossWeighting = Field("edm", description=LOSS_WEIGHTING_HELP + " (edm: the paper's)")
         min_snr_gamma: float = Field(5.0, gt=0.0, description="min_snr weighting: the SNR cap gamma")
+        time_scale: float = Field(1.0, gt=0.0, allow_inf_nan=False,
+                                  description="the time value the denoiser sees is time_scale * ln(sigma) / 4 (1: "
+                                  "Karras et al.'s c_noise, about -1.6..1.1; a U-Net's sinusoidal embedding sized "
+                                  "for DDPM's 0..1000 steps resolves a wider range, e.g. 250)")
 
         @model_validator(mode="after")
         def _ordered(self) -> "EDMSchedule.Config":
@@ -87,17 +92,16 @@ class EDMSchedule(NoiseSchedule):
     def __init__(self, config: "EDMSchedule.Config | None" = None, **overrides):
         self.config = self.resolve_config(config, overrides)
 
-    # -- the path: time value c_noise = ln(sigma) / 4 ------------------------------------------------
+    # -- the path: time value c_noise = time_scale * ln(sigma) / 4 --------------------------------------
 
-    @staticmethod
-    def sigma_of(values: Tensor | float) -> Tensor | float:
-        """``sigma`` of time values ``c_noise = ln(sigma) / 4``."""
-        return torch.exp(4.0 * values) if isinstance(values, Tensor) else math.exp(4.0 * values)
+    def sigma_of(self, values: Tensor | float) -> Tensor | float:
+        """``sigma`` of time values ``c_noise = time_scale * ln(sigma) / 4``."""
+        factor = 4.0 / self.config.time_scale
+        return torch.exp(factor * values) if isinstance(values, Tensor) else math.exp(factor * values)
 
-    @staticmethod
-    def time_of(sigma: float) -> float:
-        """The time value ``c_noise = ln(sigma) / 4`` of a noise level."""
-        return math.log(sigma) / 4.0
+    def time_of(self, sigma: float) -> float:
+        """The time value ``c_noise = time_scale * ln(sigma) / 4`` of a noise level."""
+        return self.config.time_scale * math.log(sigma) / 4.0
 
     def preconditioning(self, sigma: Tensor | float) -> tuple:
         """``(c_skip, c_out, c_in)`` at noise level ``sigma`` (Table 1)."""
@@ -112,10 +116,13 @@ class EDMSchedule(NoiseSchedule):
 
     def sample_timesteps(self, batch_size: int, *, device: torch.device | str,
                          generator: torch.Generator | None = None) -> Tensor:
-        """Time values ``ln(sigma) / 4`` with ``ln sigma ~ N(p_mean, p_std^2)``."""
+        """Time values ``time_scale * ln(sigma) / 4`` with ``ln sigma ~ N(p_mean, p_std^2)``."""
         gen_device = generator.device if generator is not None else device
         n = torch.randn(batch_size, generator=generator, device=gen_device)
-        return ((self.config.p_mean + self.config.p_std * n) / 4.0).to(device=device, dtype=torch.float32)
+        values = (self.config.p_mean + self.config.p_std * n) / 4.0
+        if self.config.time_scale != 1.0:  # (the default's arithmetic exactly as before)
+            values = values * self.config.time_scale
+        return values.to(device=device, dtype=torch.float32)
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         return (x0 + self._sigma(t, x0) * noise).to(x0.dtype)
@@ -174,7 +181,7 @@ class EDMSchedule(NoiseSchedule):
         return self._chain(tuple(self.time_of(s) for s in sigmas), tuple(sigmas))
 
     def chain_at(self, times: Sequence[float]) -> SamplingChain:
-        """The chain at the time values ``times`` (``ln(sigma) / 4``, descending)."""
+        """The chain at the time values ``times`` (``time_scale * ln(sigma) / 4``, descending)."""
         return self._chain(tuple(float(v) for v in times), tuple(self.sigma_of(float(v)) for v in times))
 
     @staticmethod
