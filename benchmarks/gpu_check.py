@@ -144,21 +144,18 @@ def host_syncs(device: torch.device, quick: bool, work: Path) -> dict[str, Any]:
         original_show(message, category, filename, lineno, file, line)
 
     Trainer._optimizer_step, InfiniteLoader.__next__ = counted, next_batch
-    warnings.showwarning = show
-    mode = "warn" if device.type == "cuda" else 0
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # restores showwarning and the filters on exit
             warnings.simplefilter("always")
             warnings.showwarning = show
             if device.type == "cuda":
-                torch.cuda.set_sync_debug_mode(mode)
+                torch.cuda.set_sync_debug_mode("warn")
             recipe = load_recipe({**RECIPE, "device": str(device), "output_dir": str(work / "syncs")})
             run_recipe(recipe, console=Console(file=open(os.devnull, "w")))
     finally:
         if device.type == "cuda":
             torch.cuda.set_sync_debug_mode(0)
         Trainer._optimizer_step, InfiniteLoader.__next__ = step, following
-        warnings.showwarning = original_show
     return {"synchronisations_in_steps_after_the_first": sum(seen.values()), "by_line": dict(seen.most_common()),
             "measured": device.type == "cuda"}
 
@@ -215,33 +212,32 @@ def table3(device: torch.device, quick: bool, work: Path) -> dict[str, Any]:
     return out
 
 
-def training_step(device: torch.device, quick: bool, work: Path, precision: str) -> dict[str, Any]:
-    target = work / f"training_step_{precision}.json"
-    args = [sys.executable, "benchmarks/training_step.py", "--device", str(device), "--precision", precision,
-            "--tokenizer", "--out", str(target)]
-    args += (["--recipe", "recipes/quickstart.yaml", "--batch", "2", "--repeats", "1"] if quick
-             else ["--batch", "8", "--tokenizer-batch", "2", "--repeats", "3"])
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    out: dict[str, Any] = {"returncode": proc.returncode, "command": " ".join(args[1:])}
+def _json_script(args: list[str], target: Path) -> dict[str, Any]:
+    """Run a benchmark script that writes ``target``; its JSON, or the end of its error output."""
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    out: dict[str, Any] = {"returncode": proc.returncode, "command": " ".join(args)}
     if target.is_file():
         out["result"] = json.loads(target.read_text())
     else:
         out["tail"] = proc.stderr.strip().splitlines()[-8:]
     return out
+
+
+def training_step(device: torch.device, quick: bool, work: Path, precision: str) -> dict[str, Any]:
+    target = work / f"training_step_{precision}.json"
+    args = ["benchmarks/training_step.py", "--device", str(device), "--precision", precision, "--tokenizer",
+            "--out", str(target)]
+    args += (["--recipe", "recipes/quickstart.yaml", "--batch", "2", "--repeats", "1"] if quick
+             else ["--batch", "8", "--tokenizer-batch", "2", "--repeats", "3"])
+    return _json_script(args, target)
 
 
 def data_feed(device: torch.device, quick: bool, work: Path) -> dict[str, Any]:
     target = work / "data_feed.json"
-    args = [sys.executable, "benchmarks/data_throughput.py", "--out", str(target), "--folder", str(work / "videos")]
+    args = ["benchmarks/data_throughput.py", "--out", str(target), "--folder", str(work / "videos")]
     if quick:
         args += ["--videos", "2", "--video-frames", "40", "--clips", "8", "--workers", "0", "1"]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    out: dict[str, Any] = {"returncode": proc.returncode, "command": " ".join(args[1:])}
-    if target.is_file():
-        out["result"] = json.loads(target.read_text())
-    else:
-        out["tail"] = proc.stderr.strip().splitlines()[-8:]
-    return out
+    return _json_script(args, target)
 
 
 def main() -> None:

@@ -178,3 +178,28 @@ def tiny_recipe(**changes: Any) -> dict[str, Any]:
     }
     recipe.update(changes)
     return recipe
+
+
+def real_tiny_recipe(**changes: Any) -> dict[str, Any]:
+    """The default plug-ins (vqgan3d, unet3d, ddpm, fps and class, cfg) at their smallest, the three
+    training stages on the CPU: a few seconds per run."""
+    recipe: dict[str, Any] = {
+        "name": "tiny_real",
+        "device": "cpu",
+        "stages": ["tokenizer", "latents", "denoiser"],
+        "data": {"train": {"name": "synthetic_motion", "num_clips": 8, "frames": 4, "size": 16,
+                           "fps_values": [4.0, 8.0]}},
+        "tokenizer": {"name": "vqgan3d", "temporal_factor": 2, "spatial_factor": 4, "channels": 8,
+                      "channel_mults": [1, 1, 1], "num_res_blocks": 1, "norm_groups": 4, "num_codes": 16,
+                      "perceptual_weight": 0.0},
+        "denoiser": {"name": "unet3d", "channels": 8, "channel_mults": [1], "num_res_blocks": 1,
+                     "attention_head_dim": 8, "norm_groups": 4},
+        "schedule": {"name": "ddpm", "num_train_steps": 50},
+        "conditioners": [{"name": "fps"}, {"name": "class"}],
+        "guidance": {"name": "cfg"},
+        "train": {"tokenizer": {"steps": 2, "batch_size": 4, "val_clips": 0},
+                  "denoiser": {"steps": 2, "batch_size": 4, "val_clips": 0}},
+        "latents": {"batch_size": 4},
+    }
+    recipe.update(changes)
+    return recipe

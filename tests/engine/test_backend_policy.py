@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 from rich.console import Console
+from standins import real_tiny_recipe
 
 from vqvdm_core.errors import UserError
 from vqvdm_core.pipeline import run_recipe
@@ -15,22 +16,11 @@ from vqvdm_core.pipeline.run_dir import stage_hash
 from vqvdm_core.recipe import load_recipe
 from vqvdm_core.runtime.backend_policy import backend_policy, current_policy
 
-# The real tokenizer and U-Net at their smallest (tests/core/test_pipeline_distributed.py's recipe).
-TINY = {
-    "name": "policy", "device": "cpu", "stages": ["tokenizer", "latents", "denoiser"],
-    "data": {"train": {"name": "synthetic_motion", "num_clips": 8, "frames": 4, "size": 16, "fps_values": [4.0, 8.0]}},
-    "tokenizer": {"name": "vqgan3d", "temporal_factor": 2, "spatial_factor": 4, "channels": 8, "channel_mults": [1, 1, 1],
-                  "num_res_blocks": 1, "norm_groups": 4, "perceptual_weight": 0.0,
-                  "quantizer": {"name": "vq", "num_codes": 16, "ema": True, "init_from_data": True, "dead_code_threshold": 1.0}},
-    "denoiser": {"name": "unet3d", "channels": 8, "channel_mults": [1], "num_res_blocks": 1, "attention_head_dim": 8,
-                 "norm_groups": 4},
-    "schedule": {"name": "ddpm", "num_train_steps": 50},
-    "conditioners": [{"name": "fps"}, {"name": "class"}],
-    "guidance": {"name": "cfg"},
-    "train": {"tokenizer": {"steps": 2, "batch_size": 4, "val_clips": 0},
-              "denoiser": {"steps": 2, "batch_size": 4, "val_clips": 0}},
-    "latents": {"batch_size": 4},
-}
+# The real tokenizer and U-Net at their smallest, the codebook filled from data with EMA updates.
+_BASE = real_tiny_recipe(name="policy")
+TINY = real_tiny_recipe(name="policy", tokenizer={
+    **{k: v for k, v in _BASE["tokenizer"].items() if k != "num_codes"},
+    "quantizer": {"name": "vq", "num_codes": 16, "ema": True, "init_from_data": True, "dead_code_threshold": 1.0}})
 
 
 def _flags():

@@ -424,12 +424,15 @@ class Trainer(CheckpointState, WindowLogging):
         stacked = dist.all_reduce_mean(torch.stack([loss.detach().float().reshape(()) for loss in losses.values()]))
         if self._defer_checks:
             values = dict(zip(losses, stacked.double().unbind()))
-            pending = self._pending_checks.setdefault(self.step, {"losses": [], "norms": {}})
-            pending["losses"].append((values, logs))
+            self._pending_at(self.step)["losses"].append((values, logs))
             return values
         values = dict(zip(losses, stacked.tolist()))
         self._check_finite(values, logs)
         return values
+
+    def _pending_at(self, step: int) -> dict[str, Any]:
+        """The deferred checks of ``step``: its losses (with their logs) and its gradient norms."""
+        return self._pending_checks.setdefault(step, {"losses": [], "norms": {}})
 
     def _flush_checks(self) -> None:
         """Read the deferred losses and gradient norms and check them, oldest step first (raises as
@@ -522,7 +525,7 @@ class Trainer(CheckpointState, WindowLogging):
             if self._defer_checks:
                 self._grad_norms[group] = total.double()
                 if self.scaler is None:  # fp16's scaler skips a step with inf gradients itself
-                    self._pending_checks.setdefault(self.step, {"losses": [], "norms": {}})["norms"][group] = total
+                    self._pending_at(self.step)["norms"][group] = total
             else:
                 norm = float(total)
                 if self.scaler is None:
