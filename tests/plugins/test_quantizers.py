@@ -38,7 +38,7 @@ def test_every_quantizer_is_registered_under_its_kind() -> None:
 @pytest.mark.parametrize(("level", "grid"), [(5, [-2, -1, 0, 1, 2]), (4, [-2, -1, 0, 1]), (2, [-1, 0]),
                                              (8, [-4, -3, -2, -1, 0, 1, 2, 3])])
 def test_fsq_rounds_each_channel_onto_its_odd_or_even_grid(level: int, grid: list[int]) -> None:
-    fsq = FSQ(levels=[level])
+    fsq = FSQ(levels=[level], saturation_weight=0.0)  # the paper's FSQ: no loss at all
     out = fsq(torch.linspace(-20, 20, 4001).view(1, 1, 1, 1, -1))
     steps = (out.latent * (level // 2)).round()
     assert torch.allclose(out.latent * (level // 2), steps, atol=1e-6)  # on the grid
@@ -54,6 +54,37 @@ def test_fsq_gradient_passes_straight_through_the_rounding() -> None:
     half_width = torch.tensor([4.0, 2, 2, 2]).view(1, 4, 1, 1, 1)
     (fsq.bound(direct) / half_width).sum().backward()  # the same map without the rounding
     assert torch.allclose(z.grad, direct.grad, atol=1e-6) and bool((z.grad > 0).all())
+
+
+def test_fsq_saturation_loss_is_zero_inside_its_limit_and_the_closed_form_beyond() -> None:
+    fsq = FSQ(levels=[8], saturation_weight=0.5, saturation_limit=2.0)
+    z = torch.tensor([-3.0, -2.0, -0.5, 0.0, 1.9, 2.5, 4.0]).view(1, 1, 1, 1, -1)
+    out = fsq(z)
+    assert math.isclose(float(out.loss), 0.5 * (1.0 + 0.25 + 4.0) / 7, rel_tol=1e-6)
+    assert math.isclose(float(out.stats["saturated"]), 3 / 7, rel_tol=1e-6)
+    assert float(fsq(z.clamp(-2, 2)).loss) == 0.0
+    assert float(fsq.eval()(z).loss) == 0.0  # training only
+
+
+def test_fsq_saturation_wall_stops_adam_running_the_encoder_output_into_the_flat_of_the_tanh() -> None:
+    # A target beyond the grid's end pushes z outwards through an ever smaller tanh'(z); Adam rescales
+    # that to full-size steps, and z as a product of weights (a network's layers) grows faster than each.
+    # Without the wall z runs into the flat of the tanh; with it, it stays where the tanh is live.
+    def final_z(weight: float) -> float:
+        fsq = FSQ(levels=[5], saturation_weight=weight)
+        factors = [torch.full((1, 1, 1, 1, 8), 0.3, requires_grad=True) for _ in range(3)]
+        opt = torch.optim.Adam(factors, lr=0.05)
+        for _ in range(300):
+            z = factors[0] * factors[1] * factors[2]
+            out = fsq(z)
+            loss = (out.latent - 1.5).pow(2).mean() + out.loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return float(z.detach().abs().max())
+
+    assert final_z(0.0) > 4.0  # the paper's FSQ: tanh(4) = 0.9993, past every level's middle
+    assert final_z(1.0) < 2.2
 
 
 def test_fsq_uses_every_code_of_random_inputs_and_its_indices_are_a_bijection() -> None:

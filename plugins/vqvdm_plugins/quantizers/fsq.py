@@ -14,6 +14,17 @@ An odd ``L`` gives the integers ``-(L-1)/2 .. (L-1)/2``; an even one ``-L/2 .. L
 keeps the grid symmetric in number, one more value below zero). The code index of a position is the
 mixed-radix number of its per-channel levels. ``levels: [8, 5, 5, 5]`` is about 10 bits per
 position (1000 codes), the paper's recommendation for a 2^10 codebook.
+
+**Beyond the paper: a wall against saturation.** The bound's gradient ``tanh'(z)`` vanishes as ``|z|``
+grows, but Adam rescales small gradients of a steady sign to full-size steps: once an encoder output
+with no normalisation in front of it (the quickstart's lean encoder) is pushed outwards, it runs away.
+Measured on the quickstart (docs/results.md): within 50 steps ``|z|`` went from 0.02 to ~100, 99 % of
+the values sat in the flat of the ``tanh`` and the held-out clips used 9 of the 1000 codes, every
+channel stuck at its two ends (6 dB below ``vq``). The training loss therefore gains
+``saturation_weight * mean(relu(|z| - saturation_limit)^2)``: nothing inside the limit, where
+``tanh`` is live (at the default 2, ``tanh`` = 0.964 and every level of a channel of up to 28 values is
+reached inside it), and a wall beyond it that Adam cannot outgrow. ``saturation_weight: 0`` is the
+paper's FSQ exactly.
 """
 
 from __future__ import annotations
@@ -50,6 +61,12 @@ class FSQ(Quantizer):
                 raise ValueError(f"every level must be at least 2 (a channel of one value carries nothing), "
                                  f"got {levels}")
             return levels
+
+        saturation_weight: float = Field(1.0, ge=0, description="weight of the loss on encoder values beyond "
+                                         "saturation_limit, where the tanh bound is flat (beyond the paper; 0: "
+                                         "the paper's FSQ, no loss at all)")
+        saturation_limit: float = Field(2.0, gt=0, description="|z| beyond which the saturation loss acts (at 2 "
+                                        "the tanh is at 0.964: every level of up to 28 is reached inside)")
 
     config: Config
 
@@ -107,8 +124,16 @@ class FSQ(Quantizer):
             probs = counts / counts.sum()
             perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
             codes_in_use = (counts > 0).float().mean()
-        return Quantized(latent=latent, loss=torch.zeros((), device=z.device), indices=indices,
-                         stats={"perplexity": perplexity, "codes_in_use": codes_in_use})
+            saturated = (z.detach().abs() > self.config.saturation_limit).float().mean()
+        return Quantized(latent=latent, loss=self.saturation_loss(z), indices=indices,
+                         stats={"perplexity": perplexity, "codes_in_use": codes_in_use, "saturated": saturated})
+
+    def saturation_loss(self, z: Tensor) -> Tensor:
+        """``saturation_weight * mean(relu(|z| - saturation_limit)^2)`` in training (a zero otherwise)."""
+        if not self.training or self.config.saturation_weight == 0:
+            return torch.zeros((), device=z.device)
+        excess = torch.relu(z.float().abs() - self.config.saturation_limit)
+        return self.config.saturation_weight * excess.pow(2).mean()
 
     @torch.no_grad()
     def snap(self, latent: Tensor) -> Tensor:
