@@ -1,8 +1,9 @@
 """``fsq``: finite scalar quantization (Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple").
 
 Each latent channel ``i`` is bounded to ``L_i`` values and rounded; the codebook is the implicit grid of
-``prod(L_i)`` points, so there is nothing to learn, no auxiliary loss and no codebook collapse. As in
-the paper's listing (its Appendix A.1):
+``prod(L_i)`` points, so there is nothing to learn and, in the paper, no auxiliary loss (the grid can
+still go unused when the encoder saturates the bound: see the wall below). As in the paper's listing
+(its Appendix A.1):
 
     half_l = (L - 1) (1 - eps) / 2,   offset = 0.5 if L is even else 0,   shift = tan(offset / half_l)
     bound(z) = tanh(z + shift) half_l - offset                  # values in (-L/2, L/2) around the grid
