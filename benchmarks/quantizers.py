@@ -184,7 +184,8 @@ def train_and_score(variant: str, recipe: Any, train: Dataset, held: torch.Tenso
         z = tokenizer.encode_continuous(held)
         quantized = tokenizer.quantizer(z)
         recon = tokenizer.decode(quantized.latent)
-    out = {"variant": variant, **({"overrides": overrides} if overrides else {}), **score(recon, held), "bits_per_position": tokenizer.quantizer.bits_per_position,
+    out = {"variant": variant, **({"overrides": overrides} if overrides else {}), **score(recon, held),
+           "bits_per_position": tokenizer.quantizer.bits_per_position,
            "latent_numbers": int(quantized.latent[0].numel()), "train_seconds": round(seconds, 1)}
     for key in ("codes_in_use", "perplexity", "saturated"):
         if key in quantized.stats:
@@ -222,10 +223,14 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()) / "vqvdm-quantizers")
     args = parser.parse_args()
     overrides = parse_overrides(args.quantizer_set)
-    if args.downstream_only:
+
+    def run_downstream() -> None:
         for variant in args.variants:
             print(json.dumps(downstream(variant, args.out_dir / f"downstream{args.tag}", overrides.get(variant))),
                   flush=True)
+
+    if args.downstream_only:
+        run_downstream()
         return
 
     from vqvdm_core.recipe import load_recipe
@@ -258,9 +263,7 @@ def main() -> None:
         print(f"| {r['variant']} | {'-' if bits is None else f'{bits:.2f}'} | {r['latent_numbers']} | {r['psnr']} | "
               f"{r['ssim']} | {r.get('codes_in_use', '-')} | {r.get('perplexity', '-')} | {r.get('train_seconds', '-')} |")
     if args.downstream:
-        for variant in args.variants:
-            print(json.dumps(downstream(variant, args.out_dir / f"downstream{args.tag}", overrides.get(variant))),
-                  flush=True)
+        run_downstream()
 
 
 def default_footage() -> list[Path]:
